@@ -1,0 +1,28 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from . import views
+
+urlpatterns = [
+    path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
+    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("conversations/", views.ConversationListCreateApi.as_view(), name="conversation-list"),
+    path(
+        "conversations/<uuid:conversation_id>/",
+        views.ConversationDetailApi.as_view(),
+        name="conversation-detail",
+    ),
+    path(
+        "conversations/<uuid:conversation_id>/messages/",
+        views.MessageListCreateApi.as_view(),
+        name="message-list",
+    ),
+    path(
+        "conversations/<uuid:conversation_id>/stream-token/",
+        views.StreamTokenApi.as_view(),
+        name="stream-token",
+    ),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]

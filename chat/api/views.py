@@ -1,0 +1,177 @@
+"""The JSON API: thin views that parse, check ownership, call one service, render."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat import selectors, services
+from chat.models import Conversation, Message
+
+
+class ConversationOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Conversation
+        fields = ("id", "title", "system_prompt", "model", "created_at", "updated_at")
+
+
+class MessageOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = (
+            "id",
+            "role",
+            "content",
+            "status",
+            "stop_reason",
+            "input_tokens",
+            "output_tokens",
+            "error_code",
+            "error_message",
+            "created_at",
+            "completed_at",
+        )
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers instead of turning them into strings."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ConversationInputSerializer(serializers.Serializer):
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
+    system_prompt = StrictCharField(
+        max_length=20_000, required=False, allow_blank=True, trim_whitespace=False
+    )
+    model = StrictCharField(max_length=100, required=False)
+
+
+class ConversationListCreateApi(APIView):
+    class Pagination(PageNumberPagination):
+        page_size = 50
+
+    @extend_schema(responses=ConversationOutputSerializer(many=True))
+    def get(self, request):
+        paginator = self.Pagination()
+        page = paginator.paginate_queryset(
+            selectors.conversation_list(user=request.user), request, view=self
+        )
+        return paginator.get_paginated_response(ConversationOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=ConversationInputSerializer, responses={201: ConversationOutputSerializer}
+    )
+    def post(self, request):
+        data = ConversationInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        conversation = services.conversation_create(owner=request.user, **data.validated_data)
+        return Response(ConversationOutputSerializer(conversation).data, status=201)
+
+
+class ConversationDetailApi(APIView):
+    @extend_schema(responses=ConversationOutputSerializer)
+    def get(self, request, conversation_id):
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+        return Response(ConversationOutputSerializer(conversation).data)
+
+    @extend_schema(request=ConversationInputSerializer, responses=ConversationOutputSerializer)
+    def patch(self, request, conversation_id):
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+        data = ConversationInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        conversation = services.conversation_update(
+            conversation=conversation, **data.validated_data
+        )
+        return Response(ConversationOutputSerializer(conversation).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, conversation_id):
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+        services.conversation_delete(conversation=conversation)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListCreateApi(APIView):
+    class Pagination(PageNumberPagination):
+        page_size = 100
+
+    class InputSerializer(serializers.Serializer):
+        # The length limit is checked by the service (413), not here (400).
+        content = StrictCharField(trim_whitespace=False)
+
+        def validate_content(self, value: str) -> str:
+            if not value.strip():
+                raise serializers.ValidationError("This field may not be blank.", code="blank")
+            return value
+
+    class OutputSerializer(serializers.Serializer):
+        user_message = MessageOutputSerializer()
+        assistant_message = MessageOutputSerializer()
+
+    @extend_schema(responses=MessageOutputSerializer(many=True))
+    def get(self, request, conversation_id):
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+        paginator = self.Pagination()
+        page = paginator.paginate_queryset(
+            selectors.message_list(conversation=conversation), request, view=self
+        )
+        return paginator.get_paginated_response(MessageOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request, conversation_id):
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.message_send(
+            conversation=conversation, content=data.validated_data["content"]
+        )
+        return Response(self.OutputSerializer(result).data, status=201)
+
+
+class StreamTokenApi(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            201: inline_serializer(
+                "StreamToken",
+                {
+                    "token": serializers.CharField(),
+                    "expires_in": serializers.IntegerField(),
+                    "stream_url": serializers.CharField(),
+                },
+            )
+        },
+    )
+    def post(self, request, conversation_id):
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+        token = str(services.stream_token_create(user=request.user, conversation=conversation))
+        url = reverse("conversation-stream", kwargs={"conversation_id": conversation.pk})
+        return Response(
+            {
+                "token": token,
+                "expires_in": int(settings.CHAT_STREAM_TOKEN_LIFETIME.total_seconds()),
+                "stream_url": f"{url}?token={token}",
+            },
+            status=201,
+        )

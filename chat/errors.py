@@ -1,0 +1,51 @@
+"""The project's error hierarchy.
+
+Services raise these; the API maps them to JSON `{"code", "message"}` with the
+status below, and the SSE view to plain HTTP refusals. Like DRF's exceptions,
+each class carries `status_code`, `default_code` and `default_detail`.
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    status_code = 400
+    default_code = "error"
+    default_detail = "The request could not be completed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or self.default_detail
+        self.code = code or self.default_code
+        super().__init__(self.message)
+
+
+class NotFound(ChatError):
+    status_code = 404
+    default_code = "not_found"
+    default_detail = "Not found."
+
+
+class RunActive(ChatError):
+    status_code = 409
+    default_code = "run_active"
+    default_detail = (
+        "An answer is still being generated in this conversation; wait for it to finish."
+    )
+
+
+class ContentTooLong(ChatError):
+    status_code = 413
+    default_code = "content_too_long"
+    default_detail = "The message is too long."
+
+
+class StreamAuthFailed(ChatError):
+    status_code = 401
+    default_code = "stream_token_invalid"
+    default_detail = "The stream token is missing, expired or not valid for this conversation."
+
+
+class InvalidResumePosition(ChatError):
+    status_code = 400
+    default_code = "invalid_last_event_id"
+    default_detail = "The Last-Event-ID is not one this server issued."

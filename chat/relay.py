@@ -1,0 +1,178 @@
+"""What one SSE client should receive: catch-up from stored state, then live events.
+
+The relay keeps, per message, how many characters this client already has.
+Live events from the channel layer are deduplicated and gap-checked against
+that offset; anything missing is filled from the replay buffer (or, once the
+buffer has expired, the database). So the client gets every character exactly
+once, whatever the channel layer dropped or delivered twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from channels.db import database_sync_to_async
+
+from . import events, sse
+from .events import ResumePosition
+from .models import Message
+from .replay import ReplayBuffer, Snapshot
+
+# On resume, how many later messages (finished while the client was away) to replay.
+_MAX_MISSED_MESSAGES = 20
+
+
+class ConversationRelay:
+    def __init__(self, *, conversation_id: str, buffer: ReplayBuffer) -> None:
+        self.conversation_id = conversation_id
+        self.buffer = buffer
+        self.sent: dict[str, int] = {}  # message id -> characters the client has
+        self.ended: set[str] = set()
+
+    # --- catch-up -------------------------------------------------------------
+
+    async def catch_up(self, resume: ResumePosition | None) -> list[bytes]:
+        """Frames that bring a (re)connecting client up to date.
+
+        Fresh client: the message streaming now, if any, as `message_start` plus
+        one `delta` with its text so far. Resuming client: the rest of the
+        message it was reading, then every message that started after it.
+        """
+        frames: list[bytes] = []
+        pending = await _messages_to_replay(self.conversation_id, resume)
+        if resume is not None and pending and str(pending[0].pk) == resume.message_id:
+            if resume.offset is None:
+                self.ended.add(resume.message_id)
+            else:
+                self.sent[resume.message_id] = resume.offset
+        for message in pending:
+            frames.extend(await self._replay(message))
+        return frames
+
+    async def _replay(self, message: Message) -> list[bytes]:
+        message_id = str(message.pk)
+        if message_id in self.ended:
+            return []
+        snapshot = await self.buffer.get(message_id) or _snapshot_from_db(message)
+        frames = []
+        if message_id not in self.sent:
+            frames.append(self._start(message_id, snapshot.start))
+        frames.extend(self._text_from(message_id, snapshot.text))
+        if snapshot.end is not None:
+            frames.extend(self._end(message_id, snapshot.end, snapshot.error))
+        return frames
+
+    # --- live -------------------------------------------------------------------
+
+    async def on_event(self, event: dict) -> list[bytes]:
+        kind = event["event"]
+        if kind == "message_start":
+            message_id = event["data"]["message"]["id"]
+            if message_id in self.sent or message_id in self.ended:
+                return []
+            return [self._start(message_id, event["data"])]
+        message_id = event["message_id"]
+        if message_id in self.ended:
+            return []
+        if kind == "delta":
+            return await self._on_delta(message_id, event["start"], event["text"])
+        if kind == "message_end":
+            frames = []
+            if message_id not in self.sent or self.sent[message_id] < event["length"]:
+                frames.extend(await self._repair(message_id))
+            frames.extend(self._end(message_id, event["data"], event["error"]))
+            return frames
+        return []
+
+    async def _on_delta(self, message_id: str, start: int, text: str) -> list[bytes]:
+        have = self.sent.get(message_id)
+        if have is None or start > have:
+            # We missed the start or a delta: take what we lack from the buffer.
+            return await self._repair(message_id)
+        return list(self._text_from(message_id, text, text_offset=start))
+
+    async def _repair(self, message_id: str) -> list[bytes]:
+        snapshot = await self.buffer.get(message_id)
+        if snapshot is None:
+            message = await _message(message_id)
+            if message is None:
+                return []
+            snapshot = _snapshot_from_db(message)
+        frames = []
+        if message_id not in self.sent:
+            frames.append(self._start(message_id, snapshot.start))
+        frames.extend(self._text_from(message_id, snapshot.text))
+        return frames
+
+    # --- frames -----------------------------------------------------------------
+
+    def _start(self, message_id: str, data: dict) -> bytes:
+        self.sent[message_id] = 0
+        return sse.event("message_start", data, id=events.event_id(message_id, 0))
+
+    def _text_from(self, message_id: str, text: str, *, text_offset: int = 0) -> Iterator[bytes]:
+        """The part of `text` (which begins at `text_offset`) the client lacks."""
+        have = self.sent[message_id]
+        new = text[have - text_offset :]
+        if new:
+            self.sent[message_id] = have + len(new)
+            yield sse.event(
+                "delta",
+                {"message_id": message_id, "text": new},
+                id=events.event_id(message_id, have + len(new)),
+            )
+
+    def _end(self, message_id: str, end: dict, error: dict | None) -> list[bytes]:
+        self.ended.add(message_id)
+        self.sent.pop(message_id, None)
+        frames = []
+        if error is not None:
+            frames.append(sse.event("error", error))
+        frames.append(sse.event("message_end", end, id=events.event_id(message_id, None)))
+        return frames
+
+
+def _snapshot_from_db(message: Message) -> Snapshot:
+    message_id = str(message.pk)
+    start = events.message_start_data(
+        message_id=message_id,
+        role=message.role,
+        status=message.status,
+        created_at=message.created_at.isoformat(),
+    )
+    if message.is_active:
+        return Snapshot(start=start, text=message.content)
+    end = events.message_end_data(
+        message_id=message_id,
+        status=message.status,
+        stop_reason=message.stop_reason,
+        input_tokens=message.input_tokens,
+        output_tokens=message.output_tokens,
+    )
+    error = None
+    if message.error_code:
+        error = events.error_data(
+            message_id=message_id,
+            code=message.error_code,
+            message=message.error_message,
+            retryable=message.status in (Message.Status.FAILED, Message.Status.INTERRUPTED),
+        )
+    return Snapshot(start=start, text=message.content, end=end, error=error)
+
+
+@database_sync_to_async
+def _messages_to_replay(conversation_id: str, resume: ResumePosition | None) -> list[Message]:
+    assistant = Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.ASSISTANT
+    ).order_by("created_at")
+    anchor = assistant.filter(pk=resume.message_id).first() if resume else None
+    if anchor is None:
+        # A fresh client (or an unknown position): only what is streaming now.
+        return list(assistant.filter(status__in=Message.ACTIVE_STATUSES))
+    later = assistant.filter(created_at__gt=anchor.created_at)[:_MAX_MISSED_MESSAGES]
+    return [anchor, *later]
+
+
+@database_sync_to_async
+def _message(message_id: str) -> Message | None:
+    return Message.objects.filter(pk=message_id).first()

@@ -1,0 +1,228 @@
+"""The generation run: one asyncio task per assistant message, owned by this process.
+
+A run does not belong to any HTTP connection. It reads the provider stream and,
+for every delta: appends it to the replay buffer, publishes it to the
+conversation's channel-layer group, and (at most every
+`CHAT_CHECKPOINT_INTERVAL` seconds) checkpoints the text to the database.
+Whatever happens — upstream error, dropped connection, a bug, cancellation —
+the message ends with a final status and its text saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from . import events
+from .models import Message
+from .providers import ProviderError, ProviderRequest, StreamEnd, TextDelta, get_provider
+from .replay import get_replay_buffer
+from .selectors import message_history_for_run
+
+logger = logging.getLogger(__name__)
+
+# Runs owned by this process, by message id. Holding a reference also keeps the
+# event loop from garbage-collecting a running task.
+_runs: dict[str, asyncio.Task] = {}
+
+
+def start_run(message_id: str) -> None:
+    """Start the run for `message_id` on the server's event loop (call from sync code)."""
+    async_to_sync(astart_run)(message_id)
+
+
+async def astart_run(message_id: str) -> asyncio.Task:
+    # A fresh context: the run must not inherit the request's thread-sensitive
+    # executor (and with it a thread and DB connection per request).
+    task = asyncio.get_running_loop().create_task(
+        generate(message_id), name=f"run-{message_id}", context=contextvars.Context()
+    )
+    _runs[message_id] = task
+    task.add_done_callback(lambda _: _runs.pop(message_id, None))
+    return task
+
+
+def active_run(message_id: str) -> asyncio.Task | None:
+    return _runs.get(message_id)
+
+
+@dataclass
+class RunJob:
+    message_id: str
+    conversation_id: str
+    start: dict
+    request: ProviderRequest
+
+
+async def generate(message_id: str) -> None:
+    job = await _load_job(message_id)
+    if job is None:
+        return
+    await Run(job).execute()
+
+
+class Run:
+    def __init__(self, job: RunJob) -> None:
+        self.job = job
+        self.id = job.message_id
+        self.group = events.conversation_group(job.conversation_id)
+        self.buffer = get_replay_buffer()
+        self.layer = get_channel_layer()
+        self.parts: list[str] = []
+        self.length = 0
+        self.checkpointed_length = -1
+
+    async def execute(self) -> None:
+        status, end, error = Message.Status.COMPLETE, StreamEnd(), None
+        await self.buffer.start(self.id, self.job.start)
+        await self._publish({"event": "message_start", "data": self.job.start})
+        interval = settings.CHAT_CHECKPOINT_INTERVAL
+        last_checkpoint = float("-inf")  # the first delta is saved at once: it marks `streaming`
+        try:
+            async for item in get_provider().stream(self.job.request):
+                if isinstance(item, StreamEnd):
+                    end = item
+                    continue
+                await self._append(item)
+                now = time.monotonic()
+                if now - last_checkpoint >= interval:
+                    last_checkpoint = now
+                    await self._checkpoint()
+        except ProviderError as exc:
+            status = Message.Status.INTERRUPTED if self.length else Message.Status.FAILED
+            error = events.error_data(
+                message_id=self.id, code=exc.code, message=exc.message, retryable=exc.retryable
+            )
+        except asyncio.CancelledError:
+            status = Message.Status.INTERRUPTED
+            error = events.error_data(
+                message_id=self.id,
+                code="run_interrupted",
+                message="The answer was interrupted on the server.",
+                retryable=True,
+            )
+            await self._finish(status, end, error)
+            raise
+        except Exception:
+            logger.exception("run %s crashed", self.id)
+            status = Message.Status.INTERRUPTED if self.length else Message.Status.FAILED
+            error = events.error_data(
+                message_id=self.id,
+                code="internal_error",
+                message="Something went wrong while generating the answer.",
+                retryable=True,
+            )
+        await self._finish(status, end, error)
+
+    async def _append(self, delta: TextDelta) -> None:
+        start = self.length
+        self.parts.append(delta.text)
+        self.length += len(delta.text)
+        await self.buffer.append(self.id, delta.text)
+        await self._publish(
+            {"event": "delta", "message_id": self.id, "start": start, "text": delta.text}
+        )
+
+    def _text(self) -> str:
+        text = "".join(self.parts)
+        self.parts[:] = [text]
+        return text
+
+    async def _checkpoint(self) -> None:
+        if self.length != self.checkpointed_length:
+            self.checkpointed_length = self.length
+            await _save_checkpoint(self.id, self._text())
+
+    async def _finish(self, status: str, end: StreamEnd, error: dict | None) -> None:
+        text = self._text()
+        if error is not None:
+            logger.warning("run %s ended %s: %s", self.id, status, error["code"])
+        await _save_final(self.id, text, status, end, error)
+        end_data = events.message_end_data(
+            message_id=self.id,
+            status=status,
+            stop_reason=end.stop_reason if status == Message.Status.COMPLETE else "",
+            input_tokens=end.input_tokens,
+            output_tokens=end.output_tokens,
+        )
+        await self.buffer.finish(self.id, end_data, error)
+        await self._publish(
+            {
+                "event": "message_end",
+                "message_id": self.id,
+                "length": len(text),
+                "data": end_data,
+                "error": error,
+            }
+        )
+
+    async def _publish(self, payload: dict) -> None:
+        # Live fan-out is best effort: a lost event is repaired from the buffer,
+        # so a channel-layer failure must not fail the run.
+        try:
+            await self.layer.group_send(self.group, {"type": "chat.event", **payload})
+        except Exception:
+            logger.exception("run %s could not publish %s", self.id, payload["event"])
+
+
+# --- Database boundaries (the only places the run touches the ORM).
+
+
+@database_sync_to_async
+def _load_job(message_id: str) -> RunJob | None:
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(pk=message_id, status=Message.Status.PENDING)
+        .first()
+    )
+    if message is None:
+        return None
+    conversation = message.conversation
+    return RunJob(
+        message_id=str(message.pk),
+        conversation_id=str(conversation.pk),
+        start=events.message_start_data(
+            message_id=str(message.pk),
+            role=message.role,
+            status=Message.Status.STREAMING,
+            created_at=message.created_at.isoformat(),
+        ),
+        request=ProviderRequest(
+            model=conversation.model,
+            system=conversation.system_prompt,
+            messages=message_history_for_run(message=message),
+            max_tokens=settings.CHAT_MAX_TOKENS,
+        ),
+    )
+
+
+@database_sync_to_async
+def _save_checkpoint(message_id: str, text: str) -> None:
+    Message.objects.filter(pk=message_id, status__in=Message.ACTIVE_STATUSES).update(
+        content=text, status=Message.Status.STREAMING
+    )
+
+
+@database_sync_to_async
+def _save_final(
+    message_id: str, text: str, status: str, end: StreamEnd, error: dict | None
+) -> None:
+    Message.objects.filter(pk=message_id, status__in=Message.ACTIVE_STATUSES).update(
+        content=text,
+        status=status,
+        stop_reason=end.stop_reason if status == Message.Status.COMPLETE else "",
+        input_tokens=end.input_tokens,
+        output_tokens=end.output_tokens,
+        error_code=error["code"] if error else "",
+        error_message=error["message"] if error else "",
+        completed_at=timezone.now(),
+    )

@@ -1,0 +1,44 @@
+"""Short-lived SSE stream tokens.
+
+`EventSource` cannot send an Authorization header, so the page puts a token in
+the stream URL. That token is a simplejwt token of its own type (`sse`): it
+opens one conversation's stream for a few minutes and nothing else.
+`JWTAuthentication` only accepts `access` tokens, so it is useless against the
+API, and an access token fails `StreamToken`'s type check.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import Token, TokenError
+
+CONVERSATION_CLAIM = "conversation_id"
+
+
+class StreamToken(Token):
+    token_type = "sse"  # noqa: S105 (a JWT type name, not a secret)
+
+    @property
+    def lifetime(self) -> timedelta:  # type: ignore[override]
+        # Read per token, not at import: settings may change in tests and deployments.
+        return settings.CHAT_STREAM_TOKEN_LIFETIME
+
+    @classmethod
+    def for_conversation(cls, *, user, conversation) -> StreamToken:
+        token = cls.for_user(user)
+        token[CONVERSATION_CLAIM] = str(conversation.pk)
+        return token
+
+    @property
+    def user_id(self) -> str:
+        return str(self.payload[api_settings.USER_ID_CLAIM])
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.payload.get(CONVERSATION_CLAIM)
+
+
+__all__ = ["CONVERSATION_CLAIM", "StreamToken", "TokenError"]

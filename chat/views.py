@@ -1,0 +1,96 @@
+"""Server-rendered chat pages: the sidebar, the thread and the data the page script needs.
+
+The pages only read. Sending, streaming and creating conversations go through the JSON API
+and the SSE stream from `static/chat/chat.js`, so the page and every other client share one
+contract.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.functions import Substr
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import get_script_prefix, reverse
+from django.views.decorators.http import require_safe
+
+from chat.models import Conversation, Message
+from chat.selectors import conversation_list, message_list
+
+# The page script swaps this id for a real one to build per-object URLs.
+URL_PLACEHOLDER_ID = uuid.UUID(int=0)
+SIDEBAR_LABEL_CHARS = 80
+
+
+def _labelled(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """Annotate `first_prompt`: untitled conversations are labelled by their first question."""
+    first_prompt = (
+        Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER)
+        .order_by("created_at")
+        .values("content")[:1]
+    )
+    return conversations.annotate(
+        first_prompt=Substr(Subquery(first_prompt), 1, SIDEBAR_LABEL_CHARS)
+    )
+
+
+def _sidebar(request: HttpRequest) -> QuerySet[Conversation]:
+    return _labelled(conversation_list(user=request.user))
+
+
+def _page_urls(conversation: Conversation | None) -> dict[str, str]:
+    """URLs the page script calls, rendered into `data-*` attributes."""
+    api = f"{get_script_prefix()}api/v1/"
+    urls = {
+        "conversations_url": f"{api}conversations/",
+        "cancel_url_template": f"{api}messages/{URL_PLACEHOLDER_ID}/cancel/",
+        "conversation_url_template": reverse(
+            "chat:conversation", kwargs={"conversation_id": URL_PLACEHOLDER_ID}
+        ),
+    }
+    if conversation is not None:
+        urls["messages_url"] = f"{api}conversations/{conversation.pk}/messages/"
+        urls["stream_token_url"] = f"{api}conversations/{conversation.pk}/stream-token/"
+    return urls
+
+
+@require_safe
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """The conversation list and an empty thread whose composer starts a new conversation."""
+    return render(
+        request,
+        "chat/chat.html",
+        {
+            "conversations": _sidebar(request),
+            "conversation": None,
+            "chat_messages": [],
+            "urls": _page_urls(None),
+            "placeholder_id": URL_PLACEHOLDER_ID,
+        },
+    )
+
+
+@require_safe
+@login_required
+def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """One conversation's full history; someone else's (or a missing) one is a 404."""
+    current = get_object_or_404(
+        _labelled(Conversation.objects.visible_to(request.user)), pk=conversation_id
+    )
+    chat_messages = list(message_list(conversation=current))
+    return render(
+        request,
+        "chat/chat.html",
+        {
+            "conversations": _sidebar(request),
+            "conversation": current,
+            "chat_messages": chat_messages,
+            "busy": any(message.is_active for message in chat_messages),
+            "urls": _page_urls(current),
+            "placeholder_id": URL_PLACEHOLDER_ID,
+        },
+    )

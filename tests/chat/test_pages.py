@@ -1,0 +1,415 @@
+"""The server-rendered chat pages: access, history, escaping and the hooks the page script uses."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from html.parser import HTMLParser
+
+import pytest
+from django.urls import resolve, reverse
+from django.utils import timezone
+
+from chat.models import Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+class _Elements(HTMLParser):
+    """Collects start tags; what sits inside <template> is kept apart (it is not rendered)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None], bool]] = []
+        self.template_depth = 0
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.found.append((tag, dict(attrs), self.template_depth > 0))
+        if tag == "template":
+            self.template_depth += 1
+
+    def handle_startendtag(self, tag, attrs) -> None:
+        self.found.append((tag, dict(attrs), self.template_depth > 0))
+
+    def handle_endtag(self, tag) -> None:
+        if tag == "template":
+            self.template_depth -= 1
+
+
+def elements(
+    html: str, tag: str | None = None, *, in_template: bool = False, **attrs: str | bool
+) -> list[dict[str, str | None]]:
+    """Attributes of the start tags matching `tag` and `attrs` (True: attribute present)."""
+    parser = _Elements()
+    parser.feed(html)
+    wanted = {name.replace("_", "-"): value for name, value in attrs.items()}
+
+    def matches(found: dict[str, str | None]) -> bool:
+        return all(
+            (key in found) if value is True else found.get(key) == value
+            for key, value in wanted.items()
+        )
+
+    return [
+        found
+        for name, found, templated in parser.found
+        if (tag is None or name == tag) and templated == in_template and matches(found)
+    ]
+
+
+def by_testid(html: str, value: str) -> list[dict[str, str | None]]:
+    return elements(html, data_testid=value)
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="unused-pw-1")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user(username="bob", password="unused-pw-2")
+
+
+def make_conversation(owner, *, title: str = "", updated_ago: timedelta | None = None):
+    conversation = Conversation.objects.create(owner=owner, title=title, model="test-model")
+    if updated_ago is not None:
+        # `updated_at` is auto_now: set it with an update() so save() does not overwrite it.
+        Conversation.objects.filter(pk=conversation.pk).update(
+            updated_at=timezone.now() - updated_ago
+        )
+    return conversation
+
+
+def add_message(conversation, *, role: str, content: str, status: str = "complete", **fields):
+    return Message.objects.create(
+        conversation=conversation, role=role, content=content, status=status, **fields
+    )
+
+
+def page_url(conversation) -> str:
+    return reverse("chat:conversation", kwargs={"conversation_id": conversation.pk})
+
+
+# --- access -------------------------------------------------------------------------
+
+
+def test_home_sends_anonymous_users_to_login(client):
+    """Anonymous users are sent to the login page, coming back to home afterwards."""
+    response = client.get(reverse("chat:home"))
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next=/"
+
+
+def test_conversation_page_sends_anonymous_users_to_login(client, alice):
+    """Anonymous users asking for a conversation are sent to the login page."""
+    conversation = make_conversation(alice)
+
+    response = client.get(page_url(conversation))
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(f"{reverse('login')}?next=")
+
+
+def test_someone_elses_conversation_is_404(client, alice, bob):
+    """Another user's conversation is a 404, and none of its text leaks."""
+    conversation = make_conversation(bob, title="Bob's secrets")
+    add_message(conversation, role="user", content="bob's private question")
+    client.force_login(alice)
+
+    response = client.get(page_url(conversation))
+
+    assert response.status_code == 404
+    assert b"private question" not in response.content
+
+
+def test_missing_conversation_is_404(client, alice):
+    """A conversation id that does not exist is a 404."""
+    client.force_login(alice)
+
+    response = client.get(reverse("chat:conversation", kwargs={"conversation_id": uuid.uuid4()}))
+
+    assert response.status_code == 404
+
+
+# --- home ---------------------------------------------------------------------------
+
+
+def test_home_shows_empty_state_with_new_conversation_action(client, alice):
+    """With no conversations, home shows an empty state offering a new conversation."""
+    client.force_login(alice)
+
+    response = client.get(reverse("chat:home"))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert by_testid(html, "empty-state")
+    assert by_testid(html, "conversation-list-empty")
+    assert by_testid(html, "new-conversation")
+    assert by_testid(html, "empty-state-new-conversation")
+    assert "New conversation" in html
+
+
+def test_home_lists_own_conversations_most_recent_first(client, alice, bob):
+    """The sidebar lists only the user's own conversations, most recently updated first."""
+    old = make_conversation(alice, title="Old topic", updated_ago=timedelta(days=2))
+    new = make_conversation(alice, title="New topic", updated_ago=timedelta(minutes=1))
+    make_conversation(bob, title="Bob topic")
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    links = by_testid(html, "conversation-link")
+    assert [link["data-conversation-id"] for link in links] == [str(new.pk), str(old.pk)]
+    assert [link["href"] for link in links] == [page_url(new), page_url(old)]
+    assert "Bob topic" not in html
+    assert not by_testid(html, "conversation-list-empty")
+
+
+def test_untitled_conversation_is_labelled_by_its_first_question(client, alice):
+    """An untitled conversation shows its first question in the sidebar."""
+    conversation = make_conversation(alice)
+    add_message(conversation, role="user", content="How do tides work?")
+    add_message(conversation, role="assistant", content="The moon pulls on the oceans.")
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    assert "How do tides work?" in html
+    assert "Untitled conversation" not in html
+
+
+def test_home_rejects_post(client, alice):
+    """The page views only read: POST is not allowed."""
+    client.force_login(alice)
+
+    response = client.post(reverse("chat:home"))
+
+    assert response.status_code == 405
+
+
+# --- conversation page --------------------------------------------------------------
+
+
+def test_conversation_page_renders_history_in_order(client, alice):
+    """The whole history is rendered server-side, oldest first, with role and status."""
+    conversation = make_conversation(alice, title="Geography")
+    now = timezone.now()
+    first = add_message(conversation, role="user", content="Capital of France?", created_at=now)
+    second = add_message(
+        conversation,
+        role="assistant",
+        content="Paris.",
+        created_at=now + timedelta(seconds=1),
+    )
+    third = add_message(
+        conversation,
+        role="user",
+        content="And of Italy?",
+        created_at=now + timedelta(seconds=2),
+    )
+    client.force_login(alice)
+
+    response = client.get(page_url(conversation))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    bubbles = by_testid(html, "message")
+    assert [b["data-message-id"] for b in bubbles] == [str(m.pk) for m in (first, second, third)]
+    assert [b["data-role"] for b in bubbles] == ["user", "assistant", "user"]
+    assert [b["data-status"] for b in bubbles] == ["complete"] * 3
+    assert html.index("Capital of France?") < html.index("Paris.") < html.index("And of Italy?")
+    assert not by_testid(html, "empty-state")
+
+
+def test_conversation_page_escapes_html_in_message_content(client, alice):
+    """Markup in a message is shown as text, never run: a <script> appears escaped."""
+    conversation = make_conversation(alice)
+    add_message(conversation, role="user", content='<script>alert("pwned")</script>')
+    add_message(conversation, role="assistant", content="<img src=x onerror=alert(1)>")
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in html
+    assert "<script>alert" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<img src=x" not in html
+
+
+def test_unfinished_messages_show_their_status(client, alice):
+    """Stopped, interrupted and failed answers say so; a failure shows its error message."""
+    conversation = make_conversation(alice)
+    now = timezone.now()
+    add_message(conversation, role="user", content="q1", created_at=now)
+    add_message(
+        conversation,
+        role="assistant",
+        content="partial",
+        status="cancelled",
+        created_at=now + timedelta(seconds=1),
+    )
+    add_message(
+        conversation,
+        role="assistant",
+        content="cut off",
+        status="interrupted",
+        created_at=now + timedelta(seconds=2),
+    )
+    add_message(
+        conversation,
+        role="assistant",
+        content="",
+        status="failed",
+        error_code="overloaded",
+        error_message="The model is overloaded.",
+        created_at=now + timedelta(seconds=3),
+    )
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert [b["data-status"] for b in by_testid(html, "message")] == [
+        "complete",
+        "cancelled",
+        "interrupted",
+        "failed",
+    ]
+    assert ">stopped</p>" in html
+    assert ">interrupted</p>" in html
+    assert ">failed: The model is overloaded.</p>" in html
+
+
+def test_conversation_page_with_answer_in_progress_disables_composer(client, alice):
+    """While an answer is streaming the composer starts disabled; the script re-enables it."""
+    conversation = make_conversation(alice)
+    now = timezone.now()
+    add_message(conversation, role="user", content="Tell me a story", created_at=now)
+    add_message(
+        conversation,
+        role="assistant",
+        content="Once upon",
+        status="streaming",
+        created_at=now + timedelta(seconds=1),
+    )
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert "disabled" in by_testid(html, "composer-input")[0]
+    assert "disabled" in by_testid(html, "send-button")[0]
+    assert by_testid(html, "message")[-1]["data-status"] == "streaming"
+
+
+def test_idle_conversation_page_has_enabled_composer(client, alice):
+    """With no answer in progress the composer is enabled."""
+    conversation = make_conversation(alice)
+    add_message(conversation, role="user", content="hi")
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert "disabled" not in by_testid(html, "composer-input")[0]
+    assert "disabled" not in by_testid(html, "send-button")[0]
+
+
+def test_current_conversation_is_marked_in_sidebar(client, alice):
+    """The open conversation is marked as the current page in the sidebar."""
+    current = make_conversation(alice, title="Current")
+    make_conversation(alice, title="Other")
+    client.force_login(alice)
+
+    html = client.get(page_url(current)).content.decode()
+
+    marked = elements(html, "a", aria_current="page")
+    assert [link["data-conversation-id"] for link in marked] == [str(current.pk)]
+
+
+# --- what the page script needs -----------------------------------------------------
+
+
+def test_page_includes_static_js_and_css(client, alice):
+    """Chat pages load chat.js and chat.css from static files, with no inline script."""
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    scripts = elements(html, "script")
+    assert [s.get("src") for s in scripts] == ["/static/chat/chat.js"]
+    assert "defer" in scripts[0]
+    assert elements(html, "link", rel="stylesheet", href="/static/chat/chat.css")
+
+
+def test_conversation_page_exposes_data_the_script_needs(client, alice):
+    """The root element carries the conversation id and API URLs that resolve to the API."""
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    (root,) = elements(html, data_chat_root=True)
+    assert root["data-page"] == "conversation"
+    assert root["data-conversation-id"] == str(conversation.pk)
+    assert resolve(root["data-conversations-url"]).url_name == "conversation-list"
+    messages = resolve(root["data-messages-url"])
+    assert messages.url_name == "message-list"
+    assert messages.kwargs == {"conversation_id": conversation.pk}
+    token = resolve(root["data-stream-token-url"])
+    assert token.url_name == "stream-token"
+    assert token.kwargs == {"conversation_id": conversation.pk}
+    placeholder = root["data-placeholder-id"]
+    assert root["data-cancel-url-template"] == f"/api/v1/messages/{placeholder}/cancel/"
+    assert root["data-conversation-url-template"].replace(placeholder, str(conversation.pk)) == (
+        page_url(conversation)
+    )
+
+
+def test_home_exposes_data_the_script_needs(client, alice):
+    """On home the root element has no conversation but can create one."""
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    (root,) = elements(html, data_chat_root=True)
+    assert root["data-page"] == "home"
+    assert root["data-conversation-id"] == ""
+    assert resolve(root["data-conversations-url"]).url_name == "conversation-list"
+
+
+def test_page_has_test_hooks_for_composer_and_status(client, alice):
+    """Composer, send button, stop button and status line carry data-testid hooks."""
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert by_testid(html, "composer-input")[0].get("name") == "content"
+    assert by_testid(html, "send-button")[0].get("type") == "submit"
+    assert by_testid(html, "stop-button")
+    (status,) = by_testid(html, "stream-status")
+    assert status["data-state"] == "connecting"
+    assert status["role"] == "status"
+
+
+def test_page_has_message_template_for_the_script(client, alice):
+    """A <template> holds the bubble markup the script clones for new messages."""
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    assert elements(html, "template", id="message-template")
+    (bubble,) = elements(html, in_template=True, data_testid="message")
+    assert {"data-message-id", "data-role", "data-status"} <= bubble.keys()
+    assert elements(html, in_template=True, data_testid="message-body")
+    assert elements(html, in_template=True, data_testid="message-status")
+
+
+def test_page_has_logout_form_with_csrf_token(client, alice):
+    """The logout control is a POST form carrying a CSRF token (which the script reuses)."""
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    assert elements(html, "form", method="post", action=reverse("logout"))
+    assert elements(html, "input", name="csrfmiddlewaretoken")

@@ -1,0 +1,171 @@
+"""The relay: each client gets every character exactly once, whatever the live feed does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from chat import events
+from chat.errors import InvalidResumePosition
+from chat.events import ResumePosition
+from chat.models import Message
+from chat.relay import ConversationRelay
+from chat.replay import InMemoryReplayBuffer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def parse(parse_sse):
+    def parse(frames: list[bytes]) -> list[tuple[str, dict, str]]:
+        return [(e.event, json.loads(e.data), e.id) for e in parse_sse(b"".join(frames))]
+
+    return parse
+
+
+def text_of(parsed) -> str:
+    return "".join(data["text"] for name, data, _ in parsed if name == "delta")
+
+
+@pytest.fixture
+def assistant(conversation):
+    return Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", content="Hel"
+    )
+
+
+@pytest.fixture
+def buffer(assistant):
+    buffer = InMemoryReplayBuffer()
+    mid = str(assistant.pk)
+    start = events.message_start_data(
+        message_id=mid, role="assistant", status="streaming", created_at="t"
+    )
+    async_to_sync(buffer.start)(mid, start)
+    async_to_sync(buffer.append)(mid, "Hello")
+    return buffer
+
+
+def make_relay(conversation, buffer) -> ConversationRelay:
+    return ConversationRelay(conversation_id=str(conversation.pk), buffer=buffer)
+
+
+def delta(message, start, text):
+    return {"event": "delta", "message_id": str(message.pk), "start": start, "text": text}
+
+
+def test_fresh_client_gets_start_and_one_delta_with_text_so_far(
+    conversation, assistant, buffer, parse
+):
+    """Joining mid-answer: `message_start`, then one `delta` with everything so far."""
+    relay = make_relay(conversation, buffer)
+    parsed = parse(async_to_sync(relay.catch_up)(None))
+    assert [p[0] for p in parsed] == ["message_start", "delta"]
+    assert parsed[1][1]["text"] == "Hello"  # from the buffer, fresher than the DB's "Hel"
+    assert parsed[1][2] == f"{assistant.pk}:5"
+
+
+def test_live_duplicates_and_overlaps_are_dropped(conversation, assistant, buffer, parse):
+    """A delta the client already has is dropped; an overlapping one sends only the new part."""
+    relay = make_relay(conversation, buffer)
+    frames = async_to_sync(relay.catch_up)(None)
+    frames += async_to_sync(relay.on_event)(delta(assistant, 3, "lo"))  # already had it
+    async_to_sync(buffer.append)(str(assistant.pk), " world")
+    frames += async_to_sync(relay.on_event)(delta(assistant, 5, " world"))
+    frames += async_to_sync(relay.on_event)(delta(assistant, 5, " world"))  # delivered twice
+    assert text_of(parse(frames)) == "Hello world"
+
+
+def test_gap_in_live_delivery_is_repaired_from_the_buffer(conversation, assistant, buffer, parse):
+    """A dropped live delta is noticed by its offset and filled from the replay buffer."""
+    relay = make_relay(conversation, buffer)
+    frames = async_to_sync(relay.catch_up)(None)
+    async_to_sync(buffer.append)(str(assistant.pk), " big")
+    async_to_sync(buffer.append)(str(assistant.pk), " world")
+    # The " big" delta was lost by the channel layer; " world" arrives.
+    frames += async_to_sync(relay.on_event)(delta(assistant, 9, " world"))
+    assert text_of(parse(frames)) == "Hello big world"
+
+
+def test_missing_tail_is_repaired_at_message_end(conversation, assistant, buffer, parse):
+    """If the last deltas were dropped, `message_end` brings them before the end event."""
+    relay = make_relay(conversation, buffer)
+    frames = async_to_sync(relay.catch_up)(None)
+    mid = str(assistant.pk)
+    async_to_sync(buffer.append)(mid, "!")
+    end = events.message_end_data(
+        message_id=mid, status="complete", stop_reason="end_turn", input_tokens=1, output_tokens=2
+    )
+    async_to_sync(buffer.finish)(mid, end, None)
+    frames += async_to_sync(relay.on_event)(
+        {"event": "message_end", "message_id": mid, "length": 6, "data": end, "error": None}
+    )
+    parsed = parse(frames)
+    assert text_of(parsed) == "Hello!"
+    assert parsed[-1][0] == "message_end"
+    assert parsed[-1][2] == f"{mid}:end"
+    # Anything after the end for that message is ignored.
+    assert async_to_sync(relay.on_event)(delta(assistant, 6, "?")) == []
+
+
+def test_resume_sends_exactly_the_missing_text(conversation, assistant, buffer, parse):
+    """Resuming at offset 2 yields characters 2.. and nothing before."""
+    relay = make_relay(conversation, buffer)
+    parsed = parse(async_to_sync(relay.catch_up)(ResumePosition(str(assistant.pk), 2)))
+    assert [p[0] for p in parsed] == ["delta"]
+    assert parsed[0][1]["text"] == "llo"
+
+
+def test_resume_after_the_end_sends_nothing_more(conversation, assistant, buffer):
+    """A client that saw `message_end` gets nothing more for that message."""
+    assistant.status = "complete"
+    assistant.content = "Hello"
+    assistant.save()
+    relay = make_relay(conversation, InMemoryReplayBuffer())
+    assert async_to_sync(relay.catch_up)(ResumePosition(str(assistant.pk), None)) == []
+
+
+def test_resume_of_a_finished_message_from_the_database(conversation, assistant, parse):
+    """With the buffer gone, the database serves the rest of the text and the end."""
+    assistant.status = "interrupted"
+    assistant.content = "Hello wor"
+    assistant.error_code = "upstream_disconnected"
+    assistant.error_message = "Dropped"
+    assistant.save()
+    relay = make_relay(conversation, InMemoryReplayBuffer())
+    parsed = parse(async_to_sync(relay.catch_up)(ResumePosition(str(assistant.pk), 5)))
+    assert [p[0] for p in parsed] == ["delta", "error", "message_end"]
+    assert parsed[0][1]["text"] == " wor"
+    assert parsed[1][1]["code"] == "upstream_disconnected"
+    assert parsed[2][1]["status"] == "interrupted"
+
+
+def test_resume_includes_messages_that_started_later(conversation, assistant, buffer, parse):
+    """Messages that began after the resume point are replayed whole."""
+    assistant.status = "complete"
+    assistant.content = "Hello"
+    assistant.save()
+    later = Message.objects.create(
+        conversation=conversation, role="assistant", status="complete", content="Second"
+    )
+    relay = make_relay(conversation, InMemoryReplayBuffer())
+    parsed = parse(async_to_sync(relay.catch_up)(ResumePosition(str(assistant.pk), None)))
+    assert [p[0] for p in parsed] == ["message_start", "delta", "message_end"]
+    assert parsed[0][1]["message"]["id"] == str(later.pk)
+    assert parsed[1][1]["text"] == "Second"
+
+
+@pytest.mark.parametrize("raw", ["nonsense", "abc:1", "7b0c...:x", f"{'0' * 32}:-1", ":5"])
+def test_malformed_resume_positions_are_refused(raw):
+    """A Last-Event-ID we did not issue is a client error, never a crash."""
+    with pytest.raises(InvalidResumePosition):
+        ResumePosition.parse(raw)
+
+
+def test_resume_positions_round_trip():
+    """Ids we issue parse back to the same position."""
+    mid = "7b0c6f8e-3c38-4c4b-9d8e-2f0f4f5b8a11"
+    assert ResumePosition.parse(events.event_id(mid, 42)) == ResumePosition(mid, 42)
+    assert ResumePosition.parse(events.event_id(mid, None)) == ResumePosition(mid, None)

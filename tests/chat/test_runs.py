@@ -1,0 +1,171 @@
+"""The generation run: every message reaches a final status with its text saved."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from chat import events, runs
+from chat.models import Message
+from chat.providers import ProviderError, StreamEnd, TextDelta, get_provider
+from chat.replay import get_replay_buffer
+from chat.services import message_send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def script(settings):
+    """Configure the scripted provider; returns a function taking the script."""
+
+    def configure(deltas, fail_with=None, **options):
+        settings.CHAT_PROVIDER = {
+            "BACKEND": "chat.providers.scripted.ScriptedProvider",
+            "OPTIONS": {"deltas": deltas, "fail_with": fail_with, **options},
+        }
+        return get_provider()
+
+    return configure
+
+
+@pytest.fixture
+def sent(conversation, monkeypatch):
+    """A sent message whose run has not started yet."""
+    monkeypatch.setattr(runs, "start_run", lambda message_id: None)
+    return message_send(conversation=conversation, content="Hi there")
+
+
+def run_and_listen(message_id: str, conversation_id) -> list[dict]:
+    """Run to completion while subscribed to the conversation group; return what was published."""
+
+    async def go():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(events.conversation_group(conversation_id), channel)
+        await runs.generate(message_id)
+        received = []
+        while True:
+            try:
+                received.append(await layer.receive(channel))
+            except Exception:
+                break
+            if received[-1]["event"] == "message_end":
+                break
+        return received
+
+    return async_to_sync(go)()
+
+
+def test_complete_run_stores_text_status_and_usage(script, sent, conversation):
+    """A run that streams to the end stores the whole text, `complete`, stop reason and usage."""
+    provider = script(["Hel", "lo ", "world"])
+    published = run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.content == "Hello world"
+    assert message.status == Message.Status.COMPLETE
+    assert message.stop_reason == "end_turn"
+    assert (message.input_tokens, message.output_tokens) == (7, 3)
+    assert message.completed_at is not None
+    assert [p["event"] for p in published] == [
+        "message_start",
+        "delta",
+        "delta",
+        "delta",
+        "message_end",
+    ]
+    assert [p["start"] for p in published if p["event"] == "delta"] == [0, 3, 6]
+    assert published[-1]["data"]["status"] == "complete"
+    assert published[-1]["length"] == len("Hello world")
+    # The model saw the conversation so far: the user's message.
+    assert [(t.role, t.content) for t in provider.requests[0].messages] == [("user", "Hi there")]
+
+
+def test_upstream_error_before_any_text_is_failed(script, sent, conversation):
+    """No text and an upstream error: `failed`, with the error stored and published."""
+    script([], fail_with=ProviderError("upstream_overloaded", "Overloaded", True, 529))
+    published = run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.status == Message.Status.FAILED
+    assert message.error_code == "upstream_overloaded"
+    assert published[-1]["error"]["retryable"] is True
+    assert published[-1]["data"]["status"] == "failed"
+
+
+def test_upstream_error_after_text_is_interrupted_and_keeps_text(script, sent, conversation):
+    """Some text then an upstream error: `interrupted`, the partial text kept."""
+    script(
+        ["Partial ", "answer"], fail_with=ProviderError("upstream_disconnected", "Dropped", True)
+    )
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.status == Message.Status.INTERRUPTED
+    assert message.content == "Partial answer"
+    assert message.error_code == "upstream_disconnected"
+    assert message.stop_reason == ""
+
+
+def test_a_bug_in_the_provider_still_ends_the_message(script, sent, conversation):
+    """An unexpected exception is not left `streaming`: the message ends `interrupted`."""
+    script(["Some text"], fail_with=RuntimeError("boom"))
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.status == Message.Status.INTERRUPTED
+    assert message.error_code == "internal_error"
+    assert message.content == "Some text"
+
+
+def test_replay_buffer_holds_text_and_end(script, sent, conversation):
+    """After the run, the buffer has the full text and the final event for reconnecting clients."""
+    script(["a", "b", "c"])
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    snapshot = async_to_sync(get_replay_buffer().get)(str(sent.assistant_message.pk))
+    assert snapshot.text == "abc"
+    assert snapshot.end["status"] == "complete"
+
+
+def test_checkpoints_are_throttled(script, sent, conversation, settings, monkeypatch):
+    """Text is checkpointed at most once per interval, not per delta."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 3600
+    script([f"t{i} " for i in range(50)])
+    saved = []
+    original = runs._save_checkpoint
+
+    async def counting(message_id, text):
+        saved.append(text)
+        await original(message_id, text)
+
+    monkeypatch.setattr(runs, "_save_checkpoint", counting)
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    assert saved == ["t0 "]  # the first delta marks it streaming; the final save does the rest
+    assert Message.objects.get(pk=sent.assistant_message.pk).content.endswith("t49 ")
+
+
+def test_checkpoint_makes_partial_text_visible_while_streaming(
+    sent, conversation, settings, monkeypatch
+):
+    """With a zero interval, each delta is in the database before the next one is read."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 0
+    seen = []
+
+    class Spy:
+        async def stream(self, request):
+            for text in ["one ", "two "]:
+                yield TextDelta(text)
+                seen.append(await Message.objects.aget(pk=sent.assistant_message.pk))
+            yield StreamEnd()
+
+    monkeypatch.setattr(runs, "get_provider", Spy)
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    assert seen[0].status == Message.Status.STREAMING
+    assert [m.content for m in seen] == ["one ", "one two "]
+
+
+def test_a_message_that_is_not_pending_is_not_run_twice(script, sent, conversation):
+    """Starting a run for a message that already ended does nothing."""
+    script(["x"])
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    provider = script(["y"])
+    async_to_sync(runs.generate)(str(sent.assistant_message.pk))
+    assert provider.requests == []
+    assert Message.objects.get(pk=sent.assistant_message.pk).content == "x"

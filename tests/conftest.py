@@ -1,0 +1,193 @@
+"""Shared fixtures: users, API clients, and real servers (daphne, fake Anthropic)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct-horse-battery-staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {url}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not answer in {timeout}s: {url}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def parse_sse(stream: bytes) -> list:
+    """Parse SSE bytes with httpx-sse, a spec-conformant third-party parser."""
+    from httpx_sse import EventSource
+
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+    return list(EventSource(response).iter_sse())
+
+
+@pytest.fixture(name="parse_sse")
+def parse_sse_fixture():
+    return parse_sse
+
+
+# --- users and clients -----------------------------------------------------------
+
+
+@pytest.fixture
+def password() -> str:
+    return PASSWORD
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password=PASSWORD)
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="mallory", password=PASSWORD)
+
+
+@pytest.fixture
+def api_client(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def conversation(user):
+    from chat.services import conversation_create
+
+    return conversation_create(owner=user, title="Test chat")
+
+
+# --- real servers ------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic(tmp_path_factory) -> Iterator[Server]:
+    """The fake Anthropic API in its own process, as tests and benchmarks use it."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("fake") / "fake-anthropic.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chat.fake_anthropic", "--port", str(port)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/_fake/stats", process)
+    yield Server(url, process, log)
+    stop(process)
+
+
+def _database_url(settings_dict: dict) -> str:
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or "postgres"
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def start_daphne(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Start real daphne processes on the test database; all are stopped at the end."""
+    from django.db import connection
+
+    started: list[subprocess.Popen] = []
+
+    def start(**env: str) -> Server:
+        port = free_port()
+        log = tmp_path_factory.mktemp("daphne") / f"daphne-{port}.log"
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings.test",
+            "DATABASE_URL": _database_url(connection.settings_dict),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "chatsite.server",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "--access-log",
+                    "-",
+                    "chatsite.asgi:application",
+                ],
+                cwd=ROOT,
+                env=environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/accounts/login/", process)
+        return Server(url, process, log)
+
+    yield start
+    for process in started:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def daphne_demo(start_daphne) -> Server:
+    """daphne serving the site with the offline demo provider."""
+    return start_daphne(ANTHROPIC_API_KEY="", CHAT_DEMO_TOKENS_PER_SECOND="400")
+
+
+@pytest.fixture(scope="session")
+def daphne_anthropic(start_daphne, fake_anthropic) -> Server:
+    """daphne serving the site with AnthropicProvider -> real SDK -> fake Anthropic."""
+    return start_daphne(
+        ANTHROPIC_API_KEY="test-key-not-real",
+        ANTHROPIC_BASE_URL=fake_anthropic.url,
+        ANTHROPIC_MAX_RETRIES="2",
+        ANTHROPIC_READ_TIMEOUT="1.5",
+    )
