@@ -43,17 +43,17 @@ def _sidebar(request: HttpRequest) -> QuerySet[Conversation]:
 
 def _page_urls(conversation: Conversation | None) -> dict[str, str]:
     """URLs the page script calls, rendered into `data-*` attributes."""
-    api = f"{get_script_prefix()}api/v1/"
     urls = {
-        "conversations_url": f"{api}conversations/",
-        "cancel_url_template": f"{api}messages/{URL_PLACEHOLDER_ID}/cancel/",
+        "conversations_url": reverse("conversation-list"),
+        "cancel_url_template": f"{get_script_prefix()}api/v1/messages/{URL_PLACEHOLDER_ID}/cancel/",
         "conversation_url_template": reverse(
             "chat:conversation", kwargs={"conversation_id": URL_PLACEHOLDER_ID}
         ),
     }
     if conversation is not None:
-        urls["messages_url"] = f"{api}conversations/{conversation.pk}/messages/"
-        urls["stream_token_url"] = f"{api}conversations/{conversation.pk}/stream-token/"
+        ids = {"conversation_id": conversation.pk}
+        urls["messages_url"] = reverse("message-list", kwargs=ids)
+        urls["stream_token_url"] = reverse("stream-token", kwargs=ids)
     return urls
 
 

@@ -1,0 +1,31 @@
+# The two commands a newcomer needs:
+#   make run    install, migrate, create the demo login, serve on http://127.0.0.1:8000
+#   make test   install, start PostgreSQL/Redis/Chromium if missing, lint, run every test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install lint
+
+$(PY):
+	python3 -m venv $(VENV)
+
+install: $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+
+run: install
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py ensure_demo_user
+	@echo "chatsite: open http://$(HOST):$(PORT)/ and log in as demo / demo"
+	$(PY) -m chatsite.server -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install
+	bash .ci/ensure-services
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest
