@@ -49,3 +49,35 @@ class InvalidResumePosition(ChatError):
     status_code = 400
     default_code = "invalid_last_event_id"
     default_detail = "The Last-Event-ID is not one this server issued."
+
+
+class MessageFinished(ChatError):
+    status_code = 409
+    default_code = "message_finished"
+    default_detail = "This answer has already finished."
+
+
+class NotAnAnswer(ChatError):
+    status_code = 400
+    default_code = "not_an_assistant_message"
+    default_detail = "Only assistant messages can be stopped or regenerated."
+
+
+class NotLatestAnswer(ChatError):
+    status_code = 409
+    default_code = "not_latest_answer"
+    default_detail = "Only the latest answer in a conversation can be regenerated."
+
+
+class Unavailable(ChatError):
+    status_code = 503
+    default_code = "unavailable"
+    default_detail = "The service is temporarily unavailable; try again shortly."
+    retry_after = 2
+
+
+class TooManyStreams(ChatError):
+    status_code = 429
+    default_code = "too_many_streams"
+    default_detail = "Too many open streams; close a tab or wait for one to end."
+    retry_after = 5

@@ -68,10 +68,26 @@ class Message(models.Model):
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The user turn an assistant message answers; several answers mean regenerations.
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
+    )
+    # The run's lease: which process owns it (its control channel) and until when.
+    # An active message whose lease has expired belongs to a dead process.
+    run_owner = models.CharField(max_length=200, blank=True)
+    run_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["created_at"]
-        indexes = [models.Index(fields=["conversation", "created_at"])]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"]),
+            models.Index(
+                fields=["run_lease_expires_at"],
+                condition=Q(status__in=["pending", "streaming"]),
+                name="active_message_leases",
+            ),
+        ]
         constraints = [
             # The database, not a check-then-act race, enforces one run per conversation.
             models.UniqueConstraint(

@@ -9,9 +9,11 @@ once, whatever the channel layer dropped or delivered twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from . import events, sse
 from .events import ResumePosition
@@ -53,7 +55,7 @@ class ConversationRelay:
         message_id = str(message.pk)
         if message_id in self.ended:
             return []
-        snapshot = await self.buffer.get(message_id) or _snapshot_from_db(message)
+        snapshot = await self._buffered(message_id) or _snapshot_from_db(message)
         frames = []
         if message_id not in self.sent:
             frames.append(self._start(message_id, snapshot.start))
@@ -91,8 +93,16 @@ class ConversationRelay:
             return await self._repair(message_id)
         return list(self._text_from(message_id, text, text_offset=start))
 
+    async def _buffered(self, message_id: str) -> Snapshot | None:
+        # Redis down or slow: the database's checkpoint is the next best source.
+        try:
+            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
+                return await self.buffer.get(message_id)
+        except Exception:
+            return None
+
     async def _repair(self, message_id: str) -> list[bytes]:
-        snapshot = await self.buffer.get(message_id)
+        snapshot = await self._buffered(message_id)
         if snapshot is None:
             message = await _message(message_id)
             if message is None:

@@ -4,11 +4,13 @@ The channel layer is at-most-once and keeps nothing, so it can only deliver
 what happens while a client listens. The buffer keeps each streaming message's
 full text and, once it ends, its final event, for `ttl` seconds; after that the
 database has it. Backends are chosen by `settings.CHAT_REPLAY_BUFFER` like the
-provider; this module has the in-memory one for a single process.
+provider: in memory for a single process, Redis when several processes share a
+site (any process can then serve any stream).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -79,6 +81,76 @@ class InMemoryReplayBuffer:
         expired = [k for k, e in self._entries.items() if e.expires_at and e.expires_at < now]
         for key in expired:
             del self._entries[key]
+
+
+class RedisReplayBuffer:
+    """Shared buffer: a string of text (APPEND per delta) and a hash of events per message.
+
+    Keys live `streaming_ttl` while the message streams (a safety net if its run
+    dies without finishing) and `ttl` after it ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        ttl: float = 300.0,
+        streaming_ttl: float = 86_400.0,
+        prefix: str = "chat:replay:",
+    ) -> None:
+        from redis import asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(url)
+        self.ttl = int(ttl)
+        self.streaming_ttl = int(streaming_ttl)
+        self.prefix = prefix
+
+    def _keys(self, message_id: str) -> tuple[str, str]:
+        return f"{self.prefix}{message_id}", f"{self.prefix}{message_id}:text"
+
+    async def start(self, message_id: str, start: dict) -> None:
+        meta, text = self._keys(message_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(meta, text)
+            pipe.hset(meta, "start", json.dumps(start))
+            pipe.expire(meta, self.streaming_ttl)
+            await pipe.execute()
+
+    async def append(self, message_id: str, text: str) -> None:
+        _, text_key = self._keys(message_id)
+        # APPEND creates the key without a TTL: give it one the first time.
+        if await self.redis.append(text_key, text.encode()) == len(text.encode()):
+            await self.redis.expire(text_key, self.streaming_ttl)
+
+    async def finish(self, message_id: str, end: dict, error: dict | None) -> None:
+        meta, text = self._keys(message_id)
+        fields = {"end": json.dumps(end)}
+        if error is not None:
+            fields["error"] = json.dumps(error)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(meta, mapping=fields)
+            pipe.expire(meta, self.ttl)
+            pipe.expire(text, self.ttl)
+            await pipe.execute()
+
+    async def get(self, message_id: str) -> Snapshot | None:
+        meta, text = self._keys(message_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(meta)
+            pipe.get(text)
+            fields, raw_text = await pipe.execute()
+        if not fields or b"start" not in fields:
+            return None
+
+        def field(name: bytes) -> dict | None:
+            return json.loads(fields[name]) if name in fields else None
+
+        return Snapshot(
+            start=field(b"start"),
+            text=raw_text.decode() if raw_text else "",
+            end=field(b"end"),
+            error=field(b"error"),
+        )
 
 
 @cache

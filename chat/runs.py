@@ -30,9 +30,14 @@ from .selectors import message_history_for_run
 
 logger = logging.getLogger(__name__)
 
-# Runs owned by this process, by message id. Holding a reference also keeps the
-# event loop from garbage-collecting a running task.
-_runs: dict[str, asyncio.Task] = {}
+# Runs owned by this process, by message id. Holding the task also keeps the
+# event loop from garbage-collecting it while it runs.
+_tasks: dict[str, asyncio.Task] = {}
+# Why a local run is being cancelled: the user's stop, or this process shutting down.
+_cancel_reasons: dict[str, str] = {}
+
+CANCELLED_BY_USER = "cancelled"
+CANCELLED_BY_SHUTDOWN = "shutdown"
 
 
 def start_run(message_id: str) -> None:
@@ -46,13 +51,41 @@ async def astart_run(message_id: str) -> asyncio.Task:
     task = asyncio.get_running_loop().create_task(
         generate(message_id), name=f"run-{message_id}", context=contextvars.Context()
     )
-    _runs[message_id] = task
-    task.add_done_callback(lambda _: _runs.pop(message_id, None))
+    _tasks[message_id] = task
+
+    def forget(_: asyncio.Task) -> None:
+        _tasks.pop(message_id, None)
+        _cancel_reasons.pop(message_id, None)
+
+    task.add_done_callback(forget)
     return task
 
 
-def active_run(message_id: str) -> asyncio.Task | None:
-    return _runs.get(message_id)
+def request_cancel(message_id: str, owner: str) -> None:
+    """Stop a run wherever it runs (call from sync code)."""
+    from .supervisor import request_cancel as arequest_cancel
+
+    async_to_sync(arequest_cancel)(message_id, owner)
+
+
+def local_run_ids() -> list[str]:
+    return list(_tasks)
+
+
+def cancel_local(message_id: str, reason: str = CANCELLED_BY_USER) -> bool:
+    """Cancel a run this process owns; the run then saves its text and final status."""
+    task = _tasks.get(message_id)
+    if task is None or task.done():
+        return False
+    _cancel_reasons.setdefault(message_id, reason)
+    task.cancel()
+    return True
+
+
+async def wait_local(seconds: float) -> None:
+    """Wait until every local run has ended, or `seconds` pass."""
+    if _tasks:
+        await asyncio.wait(list(_tasks.values()), timeout=seconds)
 
 
 @dataclass
@@ -64,6 +97,9 @@ class RunJob:
 
 
 async def generate(message_id: str) -> None:
+    from .supervisor import supervisor
+
+    await supervisor.ensure_started()
     job = await _load_job(message_id)
     if job is None:
         return
@@ -76,14 +112,14 @@ class Run:
         self.id = job.message_id
         self.group = events.conversation_group(job.conversation_id)
         self.buffer = get_replay_buffer()
-        self.layer = get_channel_layer()
         self.parts: list[str] = []
         self.length = 0
         self.checkpointed_length = -1
+        self.buffer_failed = False
 
     async def execute(self) -> None:
         status, end, error = Message.Status.COMPLETE, StreamEnd(), None
-        await self.buffer.start(self.id, self.job.start)
+        await self._buffered(self.buffer.start(self.id, self.job.start))
         await self._publish({"event": "message_start", "data": self.job.start})
         interval = settings.CHAT_CHECKPOINT_INTERVAL
         last_checkpoint = float("-inf")  # the first delta is saved at once: it marks `streaming`
@@ -103,13 +139,17 @@ class Run:
                 message_id=self.id, code=exc.code, message=exc.message, retryable=exc.retryable
             )
         except asyncio.CancelledError:
-            status = Message.Status.INTERRUPTED
-            error = events.error_data(
-                message_id=self.id,
-                code="run_interrupted",
-                message="The answer was interrupted on the server.",
-                retryable=True,
-            )
+            if _cancel_reasons.get(self.id, CANCELLED_BY_SHUTDOWN) == CANCELLED_BY_USER:
+                status = Message.Status.CANCELLED
+            else:
+                status = Message.Status.INTERRUPTED
+                error = events.error_data(
+                    message_id=self.id,
+                    code="server_shutdown",
+                    message="The server generating this answer shut down.",
+                    retryable=True,
+                )
+            # Cancelling closed the provider stream (and with it the upstream request).
             await self._finish(status, end, error)
             raise
         except Exception:
@@ -127,7 +167,7 @@ class Run:
         start = self.length
         self.parts.append(delta.text)
         self.length += len(delta.text)
-        await self.buffer.append(self.id, delta.text)
+        await self._buffered(self.buffer.append(self.id, delta.text))
         await self._publish(
             {"event": "delta", "message_id": self.id, "start": start, "text": delta.text}
         )
@@ -154,7 +194,7 @@ class Run:
             input_tokens=end.input_tokens,
             output_tokens=end.output_tokens,
         )
-        await self.buffer.finish(self.id, end_data, error)
+        await self._buffered(self.buffer.finish(self.id, end_data, error))
         await self._publish(
             {
                 "event": "message_end",
@@ -166,12 +206,27 @@ class Run:
         )
 
     async def _publish(self, payload: dict) -> None:
-        # Live fan-out is best effort: a lost event is repaired from the buffer,
-        # so a channel-layer failure must not fail the run.
+        await publish(self.group, payload, self.id)
+
+    async def _buffered(self, operation) -> None:
+        # The buffer (Redis) may be down or slow: the run goes on and the
+        # database checkpoints keep the text; readers fall back to the database.
         try:
-            await self.layer.group_send(self.group, {"type": "chat.event", **payload})
-        except Exception:
-            logger.exception("run %s could not publish %s", self.id, payload["event"])
+            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
+                await operation
+        except Exception as exc:
+            if not self.buffer_failed:
+                logger.warning("run %s: replay buffer unavailable (%r)", self.id, exc)
+            self.buffer_failed = True
+
+
+async def publish(group: str, payload: dict, message_id: str) -> None:
+    """Best-effort live fan-out: a lost event is repaired from the buffer or database."""
+    try:
+        async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
+            await get_channel_layer().group_send(group, {"type": "chat.event", **payload})
+    except Exception as exc:
+        logger.warning("run %s could not publish %s: %r", message_id, payload["event"], exc)
 
 
 # --- Database boundaries (the only places the run touches the ORM).
@@ -179,13 +234,15 @@ class Run:
 
 @database_sync_to_async
 def _load_job(message_id: str) -> RunJob | None:
-    message = (
-        Message.objects.select_related("conversation")
-        .filter(pk=message_id, status=Message.Status.PENDING)
-        .first()
+    from .supervisor import supervisor
+
+    taken = Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(
+        run_owner=supervisor.channel or "",
+        run_lease_expires_at=timezone.now() + settings.CHAT_RUN_LEASE,
     )
-    if message is None:
+    if not taken:
         return None
+    message = Message.objects.select_related("conversation").get(pk=message_id)
     conversation = message.conversation
     return RunJob(
         message_id=str(message.pk),
@@ -225,4 +282,5 @@ def _save_final(
         error_code=error["code"] if error else "",
         error_message=error["message"] if error else "",
         completed_at=timezone.now(),
+        run_lease_expires_at=None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from django.db.models import QuerySet
@@ -38,9 +39,58 @@ def message_active(*, conversation: Conversation) -> Message | None:
     return conversation.messages.filter(status__in=Message.ACTIVE_STATUSES).first()
 
 
-def message_history_for_run(*, message: Message) -> list[ChatTurn]:
-    """The turns the model sees before `message`: user turns and non-empty answers."""
-    earlier = message.conversation.messages.filter(created_at__lt=message.created_at).exclude(
-        role=Message.Role.ASSISTANT, content=""
+def message_get_for_user(*, user, message_id: uuid.UUID | str) -> Message:
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(pk=message_id, conversation__in=Conversation.objects.visible_to(user))
+        .first()
     )
-    return [ChatTurn(role=m.role, content=m.content) for m in earlier.order_by("created_at")]
+    if message is None:
+        raise NotFound("Message not found.")
+    return message
+
+
+def message_wait_final(*, message: Message, timeout: float) -> Message:
+    """Re-read `message` until it is no longer active, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while message.is_active and time.monotonic() < deadline:
+        time.sleep(0.05)
+        message.refresh_from_db()
+    return message
+
+
+def message_user_turn(*, message: Message) -> Message | None:
+    """The user message an answer replies to (for answers stored without `reply_to`)."""
+    return (
+        message.conversation.messages.filter(
+            role=Message.Role.USER, created_at__lt=message.created_at
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def message_history_for_run(*, message: Message) -> list[ChatTurn]:
+    """The turns the model sees before answer `message`.
+
+    Every user turn, each followed by its latest non-empty answer. Earlier
+    attempts at a regenerated turn, and any attempt at the turn being answered
+    now, are left out.
+    """
+    earlier = list(
+        message.conversation.messages.filter(created_at__lt=message.created_at).order_by(
+            "created_at"
+        )
+    )
+    latest_answer: dict[object, Message] = {}
+    for m in earlier:
+        turn = m.reply_to_id or m.pk  # answers stored without `reply_to` stand alone
+        if m.role == Message.Role.ASSISTANT and m.content and turn != message.reply_to_id:
+            latest_answer[turn] = m  # later attempts overwrite earlier ones
+    turns = []
+    for m in earlier:
+        if m.role == Message.Role.USER:
+            turns.append(ChatTurn(role="user", content=m.content))
+        elif latest_answer.get(m.reply_to_id or m.pk) is m:
+            turns.append(ChatTurn(role="assistant", content=m.content))
+    return turns

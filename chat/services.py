@@ -10,7 +10,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import runs, selectors
-from .errors import ContentTooLong, RunActive
+from .errors import (
+    ContentTooLong,
+    MessageFinished,
+    NotAnAnswer,
+    NotLatestAnswer,
+    RunActive,
+    Unavailable,
+)
 from .models import Conversation, Message
 from .tokens import StreamToken
 
@@ -55,6 +62,7 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
     One run per conversation: a send while an answer is pending or streaming is
     refused with `RunActive` (the database constraint settles races).
     """
+    _refuse_while_draining()
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ContentTooLong(
             f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters."
@@ -73,17 +81,12 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
                 completed_at=now,
             )
             # One microsecond later, so history order never depends on a tie.
-            assistant_message = Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.PENDING,
-                created_at=now + timedelta(microseconds=1),
+            assistant_message = _create_answer(
+                user_message, created_at=now + timedelta(microseconds=1)
             )
             if not conversation.title:
                 conversation.title = " ".join(content.split())[:_TITLE_LENGTH]
             conversation.save(update_fields=["title", "updated_at"])
-            message_id = str(assistant_message.pk)
-            transaction.on_commit(lambda: runs.start_run(message_id))
     except IntegrityError as exc:
         # Lost a race with another send: the constraint fired. (Databases word
         # the error differently, so ask the data, not the message.)
@@ -91,6 +94,73 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
             raise
         raise RunActive() from exc
     return SendResult(user_message, assistant_message)
+
+
+def _create_answer(user_message: Message, *, created_at) -> Message:
+    """A pending answer to `user_message`; its run starts once the transaction commits."""
+    answer = Message.objects.create(
+        conversation=user_message.conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        reply_to=user_message,
+        created_at=created_at,
+        # Until a run takes it, the lease covers the gap: if this process dies
+        # before the run starts, a sweeper ends the message when it lapses.
+        run_lease_expires_at=created_at + settings.CHAT_RUN_LEASE,
+    )
+    message_id = str(answer.pk)
+    transaction.on_commit(lambda: runs.start_run(message_id))
+    return answer
+
+
+def _refuse_while_draining() -> None:
+    from .supervisor import supervisor
+
+    if supervisor.draining:
+        raise Unavailable("This server is shutting down; try again (another server will answer).")
+
+
+def message_regenerate(*, message: Message) -> Message:
+    """A new answer to the same user turn. The previous answer is kept (see `reply_to`)."""
+    _refuse_while_draining()
+    if message.role != Message.Role.ASSISTANT:
+        raise NotAnAnswer()
+    try:
+        with transaction.atomic():
+            conversation = message.conversation
+            if selectors.message_active(conversation=conversation) is not None:
+                raise RunActive()
+            latest = conversation.messages.order_by("-created_at").first()
+            if latest is None or latest.pk != message.pk:
+                raise NotLatestAnswer()
+            user_turn = message.reply_to or selectors.message_user_turn(message=message)
+            answer = _create_answer(user_turn, created_at=timezone.now())
+            conversation.save(update_fields=["updated_at"])
+    except IntegrityError as exc:
+        if selectors.message_active(conversation=message.conversation) is None:
+            raise
+        raise RunActive() from exc
+    return answer
+
+
+def message_cancel(*, message: Message) -> Message:
+    """Stop an answer: its run (on whichever process owns it) ends it `cancelled`.
+
+    Idempotent: stopping a stopped answer returns it. Stopping an answer that
+    ended otherwise is a `MessageFinished` error.
+    """
+    if message.role != Message.Role.ASSISTANT:
+        raise NotAnAnswer()
+    if message.status == Message.Status.CANCELLED:
+        return message
+    flagged = Message.objects.filter(pk=message.pk, status__in=Message.ACTIVE_STATUSES).update(
+        cancel_requested=True
+    )
+    if not flagged:
+        raise MessageFinished()
+    message.refresh_from_db()
+    runs.request_cancel(str(message.pk), message.run_owner)
+    return message
 
 
 def stream_token_create(*, user, conversation: Conversation) -> StreamToken:

@@ -1,15 +1,22 @@
-"""`chatsite-serve` / `python -m chatsite.server`: daphne, with tokens kept out of its access log.
+"""`chatsite-serve` / `python -m chatsite.server`: daphne, plus what chatsite needs of it.
 
-daphne's access log prints each request's full path, query string included,
-and stream tokens travel in the query string (EventSource cannot set headers).
-This runs daphne's own command line with an access logger that redacts them.
+* daphne's access log prints each request's full path, query string included,
+  and stream tokens travel in the query string (EventSource cannot set
+  headers): the access logger here redacts them.
+* The run supervisor starts with the server, so a restarted process sweeps
+  runs its predecessor left behind even before any request arrives.
+* SIGTERM drains: stop listening, let runs finish for `CHAT_DRAIN_SECONDS`,
+  interrupt the rest, close streams (browsers reconnect elsewhere), then exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+from twisted.internet import defer, reactor
 
 from chatsite.logging import redact
 
@@ -21,15 +28,37 @@ class RedactingAccessLog(AccessLogGenerator):
         super().__call__(protocol, action, details)
 
 
-class RedactingServer(Server):
+class ChatsiteServer(Server):
     def __init__(self, *args, action_logger=None, **kwargs):
         if isinstance(action_logger, AccessLogGenerator):
             action_logger = RedactingAccessLog(action_logger.stream)
         super().__init__(*args, action_logger=action_logger, **kwargs)
+        self.ports = []
+
+    def listen_success(self, port):
+        self.ports.append(port)
+        return super().listen_success(port)
+
+    def run(self):
+        reactor.callWhenRunning(self._start_supervisor)
+        reactor.addSystemEventTrigger("before", "shutdown", self._drain)
+        super().run()
+
+    def _start_supervisor(self):
+        from chat.supervisor import supervisor
+
+        asyncio.get_event_loop().create_task(supervisor.ensure_started())
+
+    def _drain(self):
+        from chat.supervisor import supervisor
+
+        for port in self.ports:
+            port.stopListening()  # new connections go to the other processes
+        return defer.Deferred.fromFuture(asyncio.get_event_loop().create_task(supervisor.drain()))
 
 
 class ChatsiteCommandLine(CommandLineInterface):
-    server_class = RedactingServer
+    server_class = ChatsiteServer
 
 
 def main() -> None:

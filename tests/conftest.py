@@ -120,6 +120,68 @@ def fake_anthropic(tmp_path_factory) -> Iterator[Server]:
     stop(process)
 
 
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen | None
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart) redis-server on this server's port."""
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+
+def _redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), None, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A Redis of the tests' own, on a free port (not the machine's shared one)."""
+    yield from _redis_server(tmp_path_factory)
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory) -> Iterator[RedisServer]:
+    """A Redis for one test, which may stop and restart it."""
+    yield from _redis_server(tmp_path_factory)
+
+
 def _database_url(settings_dict: dict) -> str:
     engine = settings_dict["ENGINE"]
     if engine.endswith("sqlite3"):
@@ -176,6 +238,35 @@ def start_daphne(django_db_setup, django_db_blocker, tmp_path_factory):
         stop(process)
 
 
+def claude_env(fake_anthropic: Server, **extra: str) -> dict[str, str]:
+    """Environment for a daphne process using AnthropicProvider against the fake server."""
+    return {
+        "ANTHROPIC_API_KEY": "test-key-not-real",
+        "ANTHROPIC_BASE_URL": fake_anthropic.url,
+        "ANTHROPIC_MAX_RETRIES": "2",
+        "ANTHROPIC_READ_TIMEOUT": "1.5",
+        **extra,
+    }
+
+
+def cluster_env(fake_anthropic: Server, redis: RedisServer, **extra: str) -> dict[str, str]:
+    """Environment for one of several processes sharing PostgreSQL and Redis."""
+    return claude_env(
+        fake_anthropic,
+        REDIS_URL=redis.url,
+        CHAT_RUN_LEASE_SECONDS="2",
+        CHAT_RUN_HEARTBEAT_SECONDS="0.5",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster(start_daphne, fake_anthropic, redis_server) -> tuple[Server, Server]:
+    """Two daphne processes serving one site on PostgreSQL and Redis."""
+    env = cluster_env(fake_anthropic, redis_server)
+    return start_daphne(**env), start_daphne(**env)
+
+
 @pytest.fixture(scope="session")
 def daphne_demo(start_daphne) -> Server:
     """daphne serving the site with the offline demo provider."""
@@ -185,9 +276,4 @@ def daphne_demo(start_daphne) -> Server:
 @pytest.fixture(scope="session")
 def daphne_anthropic(start_daphne, fake_anthropic) -> Server:
     """daphne serving the site with AnthropicProvider -> real SDK -> fake Anthropic."""
-    return start_daphne(
-        ANTHROPIC_API_KEY="test-key-not-real",
-        ANTHROPIC_BASE_URL=fake_anthropic.url,
-        ANTHROPIC_MAX_RETRIES="2",
-        ANTHROPIC_READ_TIMEOUT="1.5",
-    )
+    return start_daphne(**claude_env(fake_anthropic))

@@ -23,7 +23,10 @@ def _first_message(detail) -> str:
 
 def exception_handler(exc, context):
     if isinstance(exc, ChatError):
-        return Response({"code": exc.code, "message": exc.message}, status=exc.status_code)
+        response = Response({"code": exc.code, "message": exc.message}, status=exc.status_code)
+        if retry_after := getattr(exc, "retry_after", None):
+            response["Retry-After"] = str(retry_after)
+        return response
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -23,6 +23,16 @@ urlpatterns = [
         views.StreamTokenApi.as_view(),
         name="stream-token",
     ),
+    path(
+        "messages/<uuid:message_id>/cancel/",
+        views.MessageCancelApi.as_view(),
+        name="message-cancel",
+    ),
+    path(
+        "messages/<uuid:message_id>/regenerate/",
+        views.MessageRegenerateApi.as_view(),
+        name="message-regenerate",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

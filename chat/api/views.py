@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from chat import selectors, services
@@ -123,6 +124,12 @@ class MessageListCreateApi(APIView):
         user_message = MessageOutputSerializer()
         assistant_message = MessageOutputSerializer()
 
+    throttle_scope = "message_send"
+
+    def get_throttles(self):
+        # Only sends are throttled; reading history is not.
+        return [ScopedRateThrottle()] if self.request.method == "POST" else []
+
     @extend_schema(responses=MessageOutputSerializer(many=True))
     def get(self, request, conversation_id):
         conversation = selectors.conversation_get_for_user(
@@ -175,3 +182,29 @@ class StreamTokenApi(APIView):
             },
             status=201,
         )
+
+
+class MessageCancelApi(APIView):
+    # Stopping is quick locally; across processes, give the owner a moment to save.
+    WAIT_SECONDS = 2.0
+
+    @extend_schema(
+        request=None, responses={200: MessageOutputSerializer, 202: MessageOutputSerializer}
+    )
+    def post(self, request, message_id):
+        message = selectors.message_get_for_user(user=request.user, message_id=message_id)
+        message = services.message_cancel(message=message)
+        message = selectors.message_wait_final(message=message, timeout=self.WAIT_SECONDS)
+        code = status.HTTP_202_ACCEPTED if message.is_active else status.HTTP_200_OK
+        return Response(MessageOutputSerializer(message).data, status=code)
+
+
+class MessageRegenerateApi(APIView):
+    throttle_scope = "message_send"
+    throttle_classes = [ScopedRateThrottle]
+
+    @extend_schema(request=None, responses={201: MessageOutputSerializer})
+    def post(self, request, message_id):
+        message = selectors.message_get_for_user(user=request.user, message_id=message_id)
+        answer = services.message_regenerate(message=message)
+        return Response(MessageOutputSerializer(answer).data, status=201)

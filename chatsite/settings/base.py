@@ -94,6 +94,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# DRF throttling counts in the cache: shared through Redis when there is one.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+
 # --- Chat: the provider backend, the replay buffer, limits and pacing.
 ANTHROPIC_API_KEY = anthropic_api_key()
 CHAT_MODEL = env.str("CHAT_MODEL", default="claude-sonnet-4-5")
@@ -114,12 +120,29 @@ else:
         "BACKEND": "chat.providers.demo.DemoProvider",
         "OPTIONS": {"tokens_per_second": env.float("CHAT_DEMO_TOKENS_PER_SECOND", default=30.0)},
     }
-CHAT_REPLAY_BUFFER = {"BACKEND": "chat.replay.InMemoryReplayBuffer", "OPTIONS": {}}
+CHAT_REPLAY_TTL = env.float("CHAT_REPLAY_TTL_SECONDS", default=300.0)
+if REDIS_URL:
+    CHAT_REPLAY_BUFFER = {
+        "BACKEND": "chat.replay.RedisReplayBuffer",
+        "OPTIONS": {"url": REDIS_URL, "ttl": CHAT_REPLAY_TTL},
+    }
+else:
+    CHAT_REPLAY_BUFFER = {
+        "BACKEND": "chat.replay.InMemoryReplayBuffer",
+        "OPTIONS": {"ttl": CHAT_REPLAY_TTL},
+    }
 CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=4096)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
 CHAT_CHECKPOINT_INTERVAL = env.float("CHAT_CHECKPOINT_INTERVAL", default=0.5)
 CHAT_SSE_RETRY_MS = env.int("CHAT_SSE_RETRY_MS", default=2000)
 CHAT_SSE_HEARTBEAT_SECONDS = env.float("CHAT_SSE_HEARTBEAT_SECONDS", default=15.0)
+# Runs hold a lease renewed every heartbeat; a run whose lease lapses (its
+# process died) is ended `interrupted` by any process's sweeper.
+CHAT_RUN_LEASE = timedelta(seconds=env.float("CHAT_RUN_LEASE_SECONDS", default=15.0))
+CHAT_RUN_HEARTBEAT_SECONDS = env.float("CHAT_RUN_HEARTBEAT_SECONDS", default=5.0)
+CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=20.0)
+CHAT_REDIS_TIMEOUT = env.float("CHAT_REDIS_TIMEOUT_SECONDS", default=2.0)
+CHAT_MAX_STREAMS_PER_USER = env.int("CHAT_MAX_STREAMS_PER_USER", default=20)
 CHAT_STREAM_TOKEN_LIFETIME = timedelta(
     seconds=min(env.int("CHAT_STREAM_TOKEN_LIFETIME_SECONDS", default=120), 300)
 )
@@ -141,6 +164,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "message_send": env.str("CHAT_SEND_RATE", default="30/min"),
+    },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SIMPLE_JWT = {
