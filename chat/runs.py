@@ -94,6 +94,7 @@ class RunJob:
     conversation_id: str
     start: dict
     request: ProviderRequest
+    cancel_requested: bool = False
 
 
 async def generate(message_id: str) -> None:
@@ -121,6 +122,9 @@ class Run:
         status, end, error = Message.Status.COMPLETE, StreamEnd(), None
         await self._buffered(self.buffer.start(self.id, self.job.start))
         await self._publish({"event": "message_start", "data": self.job.start})
+        if self.job.cancel_requested:  # stopped before it started
+            await self._finish(Message.Status.CANCELLED, end, None)
+            return
         interval = settings.CHAT_CHECKPOINT_INTERVAL
         last_checkpoint = float("-inf")  # the first delta is saved at once: it marks `streaming`
         try:
@@ -245,6 +249,7 @@ def _load_job(message_id: str) -> RunJob | None:
     message = Message.objects.select_related("conversation").get(pk=message_id)
     conversation = message.conversation
     return RunJob(
+        cancel_requested=message.cancel_requested,
         message_id=str(message.pk),
         conversation_id=str(conversation.pk),
         start=events.message_start_data(

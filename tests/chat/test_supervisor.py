@@ -1,0 +1,151 @@
+"""Leases, the orphan sweeper, stop and regenerate at the service level."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.utils import timezone
+
+from chat import runs, selectors, services
+from chat.errors import MessageFinished, NotAnAnswer, NotLatestAnswer, RunActive
+from chat.models import Message
+from chat.replay import get_replay_buffer
+from chat.supervisor import Supervisor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_runs(monkeypatch):
+    """Runs are started by hand in these tests."""
+    monkeypatch.setattr(runs, "start_run", lambda message_id: None)
+    monkeypatch.setattr(runs, "request_cancel", lambda message_id, owner: None)
+
+
+def finish(message: Message, status=Message.Status.COMPLETE, content="An answer") -> None:
+    Message.objects.filter(pk=message.pk).update(status=status, content=content)
+    message.refresh_from_db()
+
+
+def test_sweeper_ends_a_run_whose_lease_lapsed(conversation):
+    """An active answer with an expired lease is ended `interrupted`, its checkpoint kept."""
+    sent = services.message_send(conversation=conversation, content="Hi")
+    Message.objects.filter(pk=sent.assistant_message.pk).update(
+        status=Message.Status.STREAMING,
+        content="Partial",
+        run_lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    async_to_sync(Supervisor().tick)()
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.status == Message.Status.INTERRUPTED
+    assert message.content == "Partial"
+    assert message.error_code == "run_lost"
+    assert message.completed_at is not None
+
+
+def test_sweeper_keeps_the_buffers_longer_text(conversation):
+    """Text that reached viewers after the last checkpoint is saved from the replay buffer."""
+    sent = services.message_send(conversation=conversation, content="Hi")
+    mid = str(sent.assistant_message.pk)
+    Message.objects.filter(pk=mid).update(
+        status=Message.Status.STREAMING,
+        content="Part",
+        run_lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    buffer = get_replay_buffer()
+    async_to_sync(buffer.start)(mid, {"message": {"id": mid}})
+    async_to_sync(buffer.append)(mid, "Partial answer")
+    async_to_sync(Supervisor().tick)()
+    assert Message.objects.get(pk=mid).content == "Partial answer"
+
+
+def test_sweeper_leaves_live_leases_alone(conversation):
+    """An answer whose lease is current is not touched."""
+    sent = services.message_send(conversation=conversation, content="Hi")
+    async_to_sync(Supervisor().tick)()
+    assert Message.objects.get(pk=sent.assistant_message.pk).status == Message.Status.PENDING
+
+
+def test_stopped_orphan_ends_cancelled(conversation):
+    """A stop asked of a run that died ends the answer `cancelled`, not `interrupted`."""
+    sent = services.message_send(conversation=conversation, content="Hi")
+    Message.objects.filter(pk=sent.assistant_message.pk).update(
+        cancel_requested=True, run_lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    async_to_sync(Supervisor().tick)()
+    assert Message.objects.get(pk=sent.assistant_message.pk).status == Message.Status.CANCELLED
+
+
+def test_cancel_flags_an_active_answer_and_is_idempotent(conversation):
+    """Stop marks the answer; stopping a stopped answer returns it; a finished one is 409."""
+    sent = services.message_send(conversation=conversation, content="Hi")
+    services.message_cancel(message=sent.assistant_message)
+    assert Message.objects.get(pk=sent.assistant_message.pk).cancel_requested
+    finish(sent.assistant_message, Message.Status.CANCELLED)
+    assert services.message_cancel(message=sent.assistant_message).status == "cancelled"
+    finish(sent.assistant_message, Message.Status.COMPLETE)
+    with pytest.raises(MessageFinished):
+        services.message_cancel(message=sent.assistant_message)
+    with pytest.raises(NotAnAnswer):
+        services.message_cancel(message=sent.user_message)
+
+
+def test_a_stop_before_the_run_starts_ends_it_cancelled(conversation, settings):
+    """A run that finds its answer already stopped ends it `cancelled` without calling the model."""
+    settings.CHAT_PROVIDER = {
+        "BACKEND": "chat.providers.scripted.ScriptedProvider",
+        "OPTIONS": {"deltas": ["never"]},
+    }
+    sent = services.message_send(conversation=conversation, content="Hi")
+    services.message_cancel(message=sent.assistant_message)
+    async_to_sync(runs.generate)(str(sent.assistant_message.pk))
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert (message.status, message.content) == (Message.Status.CANCELLED, "")
+
+
+def test_regenerate_answers_the_same_turn_and_keeps_the_old_answer(conversation):
+    """A regenerated answer replies to the same user message; the model does not see the old one."""
+    first = services.message_send(conversation=conversation, content="Q1")
+    finish(first.assistant_message, content="A1")
+    second = services.message_send(conversation=conversation, content="Q2")
+    finish(second.assistant_message, content="A2 (bad)")
+    again = services.message_regenerate(message=second.assistant_message)
+    assert again.reply_to_id == second.user_message.pk
+    assert Message.objects.filter(pk=second.assistant_message.pk).exists()
+    history = selectors.message_history_for_run(message=again)
+    assert [(t.role, t.content) for t in history] == [
+        ("user", "Q1"),
+        ("assistant", "A1"),
+        ("user", "Q2"),
+    ]
+
+
+def test_history_uses_the_latest_answer_of_a_regenerated_turn(conversation):
+    """Later turns see only the newest answer to a regenerated question."""
+    first = services.message_send(conversation=conversation, content="Q1")
+    finish(first.assistant_message, content="old")
+    retry = services.message_regenerate(message=first.assistant_message)
+    finish(retry, content="new")
+    nxt = services.message_send(conversation=conversation, content="Q2")
+    history = selectors.message_history_for_run(message=nxt.assistant_message)
+    assert [(t.role, t.content) for t in history] == [
+        ("user", "Q1"),
+        ("assistant", "new"),
+        ("user", "Q2"),
+    ]
+
+
+def test_regenerate_refusals(conversation):
+    """Only the latest, finished answer can be regenerated."""
+    first = services.message_send(conversation=conversation, content="Q1")
+    with pytest.raises(RunActive):
+        services.message_regenerate(message=first.assistant_message)
+    finish(first.assistant_message)
+    with pytest.raises(NotAnAnswer):
+        services.message_regenerate(message=first.user_message)
+    second = services.message_send(conversation=conversation, content="Q2")
+    finish(second.assistant_message)
+    with pytest.raises(NotLatestAnswer):
+        services.message_regenerate(message=first.assistant_message)
