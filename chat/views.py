@@ -14,7 +14,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.functions import Substr
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.urls import get_script_prefix, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from chat.models import Conversation, Message
@@ -45,7 +45,9 @@ def _page_urls(conversation: Conversation | None) -> dict[str, str]:
     """URLs the page script calls, rendered into `data-*` attributes."""
     urls = {
         "conversations_url": reverse("conversation-list"),
-        "cancel_url_template": f"{get_script_prefix()}api/v1/messages/{URL_PLACEHOLDER_ID}/cancel/",
+        "cancel_url_template": reverse(
+            "message-cancel", kwargs={"message_id": URL_PLACEHOLDER_ID}
+        ),
         "conversation_url_template": reverse(
             "chat:conversation", kwargs={"conversation_id": URL_PLACEHOLDER_ID}
         ),
