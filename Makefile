@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint
+.PHONY: run test install lint bench
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -29,3 +29,7 @@ test: install
 	bash .ci/ensure-services
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
+
+bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m bench.run $(BENCH_ARGS)

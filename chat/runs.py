@@ -11,6 +11,7 @@ the message ends with a final status and its text saved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -38,6 +39,8 @@ _cancel_reasons: dict[str, str] = {}
 
 CANCELLED_BY_USER = "cancelled"
 CANCELLED_BY_SHUTDOWN = "shutdown"
+# Another process's sweeper already ended the message (our lease lapsed): just stop.
+CANCELLED_AS_LOST = "lost"
 
 
 def start_run(message_id: str) -> None:
@@ -88,6 +91,10 @@ async def wait_local(seconds: float) -> None:
         await asyncio.wait(list(_tasks.values()), timeout=seconds)
 
 
+class RunLost(Exception):
+    """The message was ended by someone else (a sweeper, a deletion): stop quietly."""
+
+
 @dataclass
 class RunJob:
     message_id: str
@@ -128,22 +135,32 @@ class Run:
         interval = settings.CHAT_CHECKPOINT_INTERVAL
         last_checkpoint = float("-inf")  # the first delta is saved at once: it marks `streaming`
         try:
-            async for item in get_provider().stream(self.job.request):
-                if isinstance(item, StreamEnd):
-                    end = item
-                    continue
-                await self._append(item)
-                now = time.monotonic()
-                if now - last_checkpoint >= interval:
-                    last_checkpoint = now
-                    await self._checkpoint()
+            # `aclosing`: however the loop ends — cancelled mid-publish included —
+            # the provider stream (and its upstream HTTP request) closes right
+            # away, before the final saves below.
+            async with contextlib.aclosing(get_provider().stream(self.job.request)) as stream:
+                async for item in stream:
+                    if isinstance(item, StreamEnd):
+                        end = item
+                        continue
+                    await self._append(item)
+                    now = time.monotonic()
+                    if now - last_checkpoint >= interval:
+                        last_checkpoint = now
+                        await self._checkpoint()
+        except RunLost:
+            logger.warning("run %s stops: its message was ended elsewhere", self.id)
+            return
         except ProviderError as exc:
             status = Message.Status.INTERRUPTED if self.length else Message.Status.FAILED
             error = events.error_data(
                 message_id=self.id, code=exc.code, message=exc.message, retryable=exc.retryable
             )
         except asyncio.CancelledError:
-            if _cancel_reasons.get(self.id, CANCELLED_BY_SHUTDOWN) == CANCELLED_BY_USER:
+            reason = _cancel_reasons.get(self.id, CANCELLED_BY_SHUTDOWN)
+            if reason == CANCELLED_AS_LOST:
+                raise
+            if reason == CANCELLED_BY_USER:
                 status = Message.Status.CANCELLED
             else:
                 status = Message.Status.INTERRUPTED
@@ -153,7 +170,6 @@ class Run:
                     message="The server generating this answer shut down.",
                     retryable=True,
                 )
-            # Cancelling closed the provider stream (and with it the upstream request).
             await self._finish(status, end, error)
             raise
         except Exception:
@@ -184,7 +200,8 @@ class Run:
     async def _checkpoint(self) -> None:
         if self.length != self.checkpointed_length:
             self.checkpointed_length = self.length
-            await _save_checkpoint(self.id, self._text())
+            if not await _save_checkpoint(self.id, self._text()):
+                raise RunLost()
 
     async def _finish(self, status: str, end: StreamEnd, error: dict | None) -> None:
         text = self._text()
@@ -228,7 +245,9 @@ async def publish(group: str, payload: dict, message_id: str) -> None:
     """Best-effort live fan-out: a lost event is repaired from the buffer or database."""
     try:
         async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-            await get_channel_layer().group_send(group, {"type": "chat.event", **payload})
+            await get_channel_layer().group_send(
+                group, {"type": "chat.event", "group": group, **payload}
+            )
     except Exception as exc:
         logger.warning("run %s could not publish %s: %r", message_id, payload["event"], exc)
 
@@ -268,9 +287,12 @@ def _load_job(message_id: str) -> RunJob | None:
 
 
 @database_sync_to_async
-def _save_checkpoint(message_id: str, text: str) -> None:
-    Message.objects.filter(pk=message_id, status__in=Message.ACTIVE_STATUSES).update(
-        content=text, status=Message.Status.STREAMING
+def _save_checkpoint(message_id: str, text: str) -> bool:
+    """Save the text so far; False if the message is no longer ours to write."""
+    return bool(
+        Message.objects.filter(pk=message_id, status__in=Message.ACTIVE_STATUSES).update(
+            content=text, status=Message.Status.STREAMING
+        )
     )
 
 

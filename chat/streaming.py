@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
@@ -23,6 +23,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from . import events, sse
 from .errors import ChatError, StreamAuthFailed, TooManyStreams, Unavailable
 from .events import ResumePosition
+from .fanout import CLOSED, fanout
 from .limits import get_stream_slots
 from .relay import ConversationRelay
 from .replay import get_replay_buffer
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 async def conversation_stream(request: HttpRequest, conversation_id) -> StreamingHttpResponse:
     if request.method != "GET":
         return JsonResponse({"code": "method_not_allowed", "message": "Use GET."}, status=405)
-    await supervisor.ensure_started()
     try:
         if supervisor.draining:
             raise Unavailable("This server is shutting down; reconnect to another.")
@@ -86,61 +86,63 @@ def _resume_position(request: HttpRequest) -> ResumePosition | None:
 
 
 class _Subscription:
-    """A stream slot for the user and a channel in the conversation's group."""
+    """A stream slot for the user and a queue of the conversation's live events."""
 
-    def __init__(self, conversation_id: str, user_id: str, channel: str) -> None:
+    def __init__(self, conversation_id: str, user_id: str) -> None:
         self.conversation_id = conversation_id
         self.user_id = user_id
-        self.channel = channel
+        self.id = uuid.uuid4().hex
         self.group = events.conversation_group(conversation_id)
+        self.queue: asyncio.Queue | None = None
 
     @classmethod
     async def open(cls, conversation_id: str, user_id: str) -> _Subscription:
-        layer = get_channel_layer()
+        sub = cls(conversation_id, user_id)
         try:
             async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                channel = await layer.new_channel("chat.stream.")
                 slots = get_stream_slots()
-                if not await slots.acquire(user_id, channel, settings.CHAT_MAX_STREAMS_PER_USER):
+                if not await slots.acquire(user_id, sub.id, settings.CHAT_MAX_STREAMS_PER_USER):
                     raise TooManyStreams()
-                subscription = cls(conversation_id, user_id, channel)
-                await layer.group_add(subscription.group, channel)
+                sub.queue = await fanout.subscribe(sub.group)
         except ChatError:
             raise
         except Exception as exc:
             logger.warning("stream subscription failed: %r", exc)
+            with contextlib.suppress(Exception):
+                await get_stream_slots().release(user_id, sub.id)
             raise Unavailable("Live updates are unavailable; retrying shortly.") from exc
-        return subscription
+        return sub
 
     async def close(self) -> None:
+        fanout.unsubscribe(self.group, self.queue)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                await get_channel_layer().group_discard(self.group, self.channel)
-                await get_stream_slots().release(self.user_id, self.channel)
+                await get_stream_slots().release(self.user_id, self.id)
 
 
 async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> AsyncIterator[bytes]:
-    layer = get_channel_layer()
     relay = ConversationRelay(conversation_id=sub.conversation_id, buffer=get_replay_buffer())
     heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
-    supervisor.stream_opened(sub.channel, asyncio.current_task())
     try:
         yield sse.retry(settings.CHAT_SSE_RETRY_MS)
         for frame in await relay.catch_up(resume):
             yield frame
         while True:
             try:
-                event = await asyncio.wait_for(layer.receive(sub.channel), timeout=heartbeat)
+                event = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
             except TimeoutError:
                 yield sse.HEARTBEAT
                 with contextlib.suppress(Exception):
-                    await get_stream_slots().refresh(sub.user_id, sub.channel)
+                    await get_stream_slots().refresh(sub.user_id, sub.id)
                 continue
+            if event is CLOSED:
+                # The process can no longer feed this stream (layer failure or
+                # shutdown). End cleanly: the browser reconnects with its last
+                # id and resumes, here or on another process.
+                return
             frames = await relay.on_event(event)
             if frames:
                 yield b"".join(frames)
     finally:
-        # Runs on client disconnect too (Django cancels the response task), and
-        # on any layer failure: the client reconnects and resumes from its id.
-        supervisor.stream_closed(sub.channel)
+        # Runs on client disconnect too: Django cancels the response task.
         await asyncio.shield(sub.close())

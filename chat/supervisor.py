@@ -7,9 +7,10 @@ Each process runs one supervisor. It
   that died (SIGKILL, OOM, a lost machine). The sweeper ends it `interrupted`
   (or `cancelled` if a stop was asked), keeps the longest text it can find —
   the replay buffer's, else the last checkpoint — and tells viewers;
-* listens on a **control channel** (its name is the lease's `run_owner`) so a
-  stop pressed on any process reaches the run's owner at once; the
-  `cancel_requested` flag, checked every tick, covers a lost control message;
+* names the process's fan-out channel (`chat/fanout.py`) as the lease's
+  `run_owner`, so a stop pressed on any process reaches the run's owner at
+  once; the `cancel_requested` flag, checked every tick, covers a lost
+  control message;
 * **drains** on shutdown: no new runs, running ones get `drain` seconds to
   finish, the rest are interrupted, and open streams are closed so browsers
   reconnect to another process.
@@ -28,7 +29,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import events, runs
+from .fanout import fanout
 from .models import Message
+from .providers import get_provider
 from .replay import get_replay_buffer
 
 logger = logging.getLogger(__name__)
@@ -36,33 +39,31 @@ logger = logging.getLogger(__name__)
 
 class Supervisor:
     def __init__(self) -> None:
-        self.channel: str | None = None
         self.draining = False
         self._tasks: list[asyncio.Task] = []
-        self._streams: dict[str, asyncio.Task] = {}  # stream channel -> response task
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def channel(self) -> str | None:
+        return fanout.channel
 
     async def ensure_started(self) -> None:
         """Start the supervisor on this event loop (idempotent, cheap after the first call)."""
+        loop = asyncio.get_running_loop()
+        if self._tasks and self._loop is loop:
+            return
+        # A server has one loop for its life; only tests run several in turn.
+        self._loop, self._tasks = loop, []
+        # Build the provider (importing its SDK takes a second or two) off the
+        # event loop: a blocked loop renews no leases and serves no streams.
+        await asyncio.to_thread(get_provider)
         if self._tasks:
             return
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._tick_forever(), name="chat-supervisor-ticks"),
-            loop.create_task(self._listen_forever(), name="chat-supervisor-control"),
-        ]
-        # Wait briefly for the control channel so the first run's lease names it.
-        for _ in range(20):
-            if self.channel is not None:
-                break
-            await asyncio.sleep(0.01)
-
-    # --- open streams (closed on drain) -----------------------------------------
-
-    def stream_opened(self, channel: str, task: asyncio.Task) -> None:
-        self._streams[channel] = task
-
-    def stream_closed(self, channel: str) -> None:
-        self._streams.pop(channel, None)
+        self._tasks = [loop.create_task(self._tick_forever(), name="chat-supervisor-ticks")]
+        # The fan-out channel is this process's address in run leases.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
+                await fanout.start()
 
     # --- ticks: leases, stop flags, sweeping ---------------------------------------
 
@@ -77,28 +78,13 @@ class Supervisor:
     async def tick(self) -> None:
         local = runs.local_run_ids()
         if local:
-            for message_id in await _renew_leases(local, self.channel or ""):
+            stop, lost = await _renew_leases(local, self.channel or "")
+            for message_id in stop:
                 runs.cancel_local(message_id, runs.CANCELLED_BY_USER)
+            for message_id in lost:
+                runs.cancel_local(message_id, runs.CANCELLED_AS_LOST)
         for message in await _expired_runs(exclude=local):
             await finish_orphan(message)
-
-    # --- control channel -------------------------------------------------------------
-
-    async def _listen_forever(self) -> None:
-        layer = get_channel_layer()
-        while True:
-            try:
-                self.channel = await layer.new_channel("chat.runs.")
-                while True:
-                    message = await layer.receive(self.channel)
-                    if message.get("type") == "run.cancel":
-                        runs.cancel_local(message["message_id"], runs.CANCELLED_BY_USER)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Redis away: the cancel flag still works through the database.
-                logger.warning("supervisor control channel unavailable: %r", exc)
-                await asyncio.sleep(settings.CHAT_RUN_HEARTBEAT_SECONDS)
 
     # --- shutdown --------------------------------------------------------------------
 
@@ -106,13 +92,12 @@ class Supervisor:
         """Finish what we can in `seconds`, interrupt the rest, close streams."""
         self.draining = True
         seconds = settings.CHAT_DRAIN_SECONDS if seconds is None else seconds
-        logger.info("draining: %d runs, %d streams", len(runs.local_run_ids()), len(self._streams))
+        logger.info("draining: %d runs, %d streams", len(runs.local_run_ids()), fanout.stream_count)
         await runs.wait_local(seconds)
         for message_id in runs.local_run_ids():
             runs.cancel_local(message_id, runs.CANCELLED_BY_SHUTDOWN)
         await runs.wait_local(10.0)  # their final saves
-        for task in list(self._streams.values()):
-            task.cancel()  # the connection drops; EventSource reconnects elsewhere
+        fanout.close_all()  # streams end; browsers reconnect elsewhere and resume
         for task in self._tasks:
             task.cancel()
 
@@ -177,11 +162,18 @@ async def finish_orphan(message: Message) -> bool:
 
 
 @database_sync_to_async
-def _renew_leases(message_ids: list[str], owner: str) -> list[str]:
-    """Extend our runs' leases; return those whose stop was requested."""
+def _renew_leases(message_ids: list[str], owner: str) -> tuple[list[str], list[str]]:
+    """Extend our runs' leases. Returns (stop requested, no longer active).
+
+    A run of ours whose message is no longer active was ended by another
+    process's sweeper (our lease lapsed, e.g. the loop was blocked): stop it.
+    """
     active = Message.objects.filter(pk__in=message_ids, status__in=Message.ACTIVE_STATUSES)
     active.update(run_owner=owner, run_lease_expires_at=timezone.now() + settings.CHAT_RUN_LEASE)
-    return [str(pk) for pk in active.filter(cancel_requested=True).values_list("pk", flat=True)]
+    rows = dict(active.values_list("pk", "cancel_requested"))
+    stop = [str(pk) for pk, requested in rows.items() if requested]
+    lost = [m for m in message_ids if m not in {str(pk) for pk in rows}]
+    return stop, lost
 
 
 @database_sync_to_async

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.functions import Substr
@@ -18,11 +19,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from chat.models import Conversation, Message
+from chat.rendering import render_markdown
 from chat.selectors import conversation_list, message_list
 
 # The page script swaps this id for a real one to build per-object URLs.
 URL_PLACEHOLDER_ID = uuid.UUID(int=0)
 SIDEBAR_LABEL_CHARS = 80
+MODEL_CHOICES_LIMIT = 20
+SIDEBAR_COOKIE = "chatsite_sidebar"  # set by the page script when the sidebar is collapsed
 
 
 def _labelled(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
@@ -45,8 +49,9 @@ def _page_urls(conversation: Conversation | None) -> dict[str, str]:
     """URLs the page script calls, rendered into `data-*` attributes."""
     urls = {
         "conversations_url": reverse("conversation-list"),
-        "cancel_url_template": reverse(
-            "message-cancel", kwargs={"message_id": URL_PLACEHOLDER_ID}
+        "cancel_url_template": reverse("message-cancel", kwargs={"message_id": URL_PLACEHOLDER_ID}),
+        "regenerate_url_template": reverse(
+            "message-regenerate", kwargs={"message_id": URL_PLACEHOLDER_ID}
         ),
         "conversation_url_template": reverse(
             "chat:conversation", kwargs={"conversation_id": URL_PLACEHOLDER_ID}
@@ -54,9 +59,48 @@ def _page_urls(conversation: Conversation | None) -> dict[str, str]:
     }
     if conversation is not None:
         ids = {"conversation_id": conversation.pk}
+        urls["conversation_api_url"] = reverse("conversation-detail", kwargs=ids)
         urls["messages_url"] = reverse("message-list", kwargs=ids)
         urls["stream_token_url"] = reverse("stream-token", kwargs=ids)
     return urls
+
+
+def _thread(messages: list[Message]) -> list[Message]:
+    """Prepare the history for the template: rendered markdown, attempts and controls.
+
+    Regenerating keeps the earlier answers (`reply_to` is the user turn they answer). The
+    page shows the latest attempt at each turn and hides the others behind an "n / m"
+    switcher. Only the answer that ends the conversation can be regenerated or retried.
+    """
+    attempts: dict[object, list[Message]] = {}
+    for message in messages:
+        message.html = ""
+        message.attempt = message.attempts = 1
+        message.superseded = message.can_regenerate = message.can_retry = False
+        if message.role == Message.Role.ASSISTANT:
+            message.html = render_markdown(message.content)
+            attempts.setdefault(message.reply_to_id or message.pk, []).append(message)
+    for group in attempts.values():
+        for number, message in enumerate(group, start=1):
+            message.attempt, message.attempts = number, len(group)
+            message.superseded = number < len(group)
+    busy = any(message.is_active for message in messages)
+    if messages and messages[-1].role == Message.Role.ASSISTANT and not busy:
+        last = messages[-1]
+        last.can_retry = last.status in (Message.Status.FAILED, Message.Status.INTERRUPTED)
+        last.can_regenerate = not last.can_retry
+    return messages
+
+
+def _model_choices(request: HttpRequest, current: Conversation) -> list[str]:
+    """Suggestions for the model field: the default and the models this user has used."""
+    used = (
+        Conversation.objects.visible_to(request.user)
+        .order_by()
+        .values_list("model", flat=True)
+        .distinct()[:MODEL_CHOICES_LIMIT]
+    )
+    return sorted({settings.CHAT_MODEL, current.model, *used} - {""})
 
 
 @require_safe
@@ -69,6 +113,7 @@ def home(request: HttpRequest) -> HttpResponse:
         {
             "conversations": _sidebar(request),
             "conversation": None,
+            "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": [],
             "urls": _page_urls(None),
             "placeholder_id": URL_PLACEHOLDER_ID,
@@ -83,16 +128,18 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
     current = get_object_or_404(
         _labelled(Conversation.objects.visible_to(request.user)), pk=conversation_id
     )
-    chat_messages = list(message_list(conversation=current))
+    chat_messages = _thread(list(message_list(conversation=current)))
     return render(
         request,
         "chat/chat.html",
         {
             "conversations": _sidebar(request),
             "conversation": current,
+            "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": chat_messages,
             "busy": any(message.is_active for message in chat_messages),
             "urls": _page_urls(current),
             "placeholder_id": URL_PLACEHOLDER_ID,
+            "model_choices": _model_choices(request, current),
         },
     )

@@ -40,6 +40,9 @@ class ChatsiteServer(Server):
         return super().listen_success(port)
 
     def run(self):
+        from chat.providers import get_provider
+
+        get_provider()  # import the SDK now, not on the event loop during the first run
         reactor.callWhenRunning(self._start_supervisor)
         reactor.addSystemEventTrigger("before", "shutdown", self._drain)
         super().run()

@@ -60,6 +60,14 @@ def parse_sse_fixture():
     return parse_sse
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache; user ids repeat across tests on some databases."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 # --- users and clients -----------------------------------------------------------
 
 

@@ -8,10 +8,10 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from chat import selectors, services
+from chat.api.throttling import SendRateThrottle
 from chat.models import Conversation, Message
 
 
@@ -36,6 +36,7 @@ class MessageOutputSerializer(serializers.ModelSerializer):
             "error_message",
             "created_at",
             "completed_at",
+            "reply_to",
         )
 
 
@@ -128,7 +129,7 @@ class MessageListCreateApi(APIView):
 
     def get_throttles(self):
         # Only sends are throttled; reading history is not.
-        return [ScopedRateThrottle()] if self.request.method == "POST" else []
+        return [SendRateThrottle()] if self.request.method == "POST" else []
 
     @extend_schema(responses=MessageOutputSerializer(many=True))
     def get(self, request, conversation_id):
@@ -201,7 +202,7 @@ class MessageCancelApi(APIView):
 
 class MessageRegenerateApi(APIView):
     throttle_scope = "message_send"
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [SendRateThrottle]
 
     @extend_schema(request=None, responses={201: MessageOutputSerializer})
     def post(self, request, message_id):

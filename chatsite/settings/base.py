@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from csp.constants import NONCE, NONE, SELF
+
 from chatsite.env import BASE_DIR, anthropic_api_key, database_url, env, redis_url
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
@@ -25,12 +27,14 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our static files, no CDN
+    "csp",
     "accounts",
     "chat",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -39,6 +43,26 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- Security headers. Model output is untrusted HTML-to-be: the policy is the last line of
+# defence (no inline script, no remote images). `NONCE` is only put into the header on pages
+# that use `request.csp_nonce` (the Swagger UI template); every other page gets plain 'self'.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# Stream URLs carry a token in their query string: never send them in a Referer.
+SECURE_REFERRER_POLICY = "same-origin"
 
 ROOT_URLCONF = "chatsite.urls"
 ASGI_APPLICATION = "chatsite.asgi.application"
@@ -59,8 +83,41 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": database_url(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+
+def use_connection_pool(database: dict) -> None:
+    """PostgreSQL: a psycopg pool per process.
+
+    Under ASGI every request runs its sync code on a thread of its own, so
+    persistent connections (CONN_MAX_AGE) would pile up one per thread; a pool
+    hands connections back when each request ends.
+    """
+    if database["ENGINE"].endswith("postgresql"):
+        database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": env.int("DJANGO_DB_POOL_SIZE", default=10),
+            "timeout": 10,
+        }
+
+
+def tune_sqlite(database: dict) -> None:
+    """SQLite: runs checkpoint while requests write, so writers must queue, not fail.
+
+    IMMEDIATE transactions take the write lock up front (no deadlock between two
+    readers upgrading), the busy timeout waits for it, and WAL lets readers go on.
+    """
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("OPTIONS", {}).update(
+            {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            }
+        )
+
+
+use_connection_pool(DATABASES["default"])
+tune_sqlite(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -83,21 +140,42 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Channel layer: live fan-out only (at-most-once); never the replay source.
+# Each process has one channel that carries every event its streams watch
+# (chat/fanout.py), so it needs far more room than the default 100 messages.
+_CHANNEL_CAPACITY = {"specific.*": env.int("CHAT_LAYER_CAPACITY", default=20_000)}
 REDIS_URL = redis_url()
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                # A socket timeout above channels_redis's 5 s BZPOPMIN, so an idle
+                # receive is not cut off by redis-py's own timeout.
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}
+                ],
+                "channel_capacity": _CHANNEL_CAPACITY,
+            },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Its channel_capacity patterns are not compiled (channels 4.3), so
+            # set the capacity for all channels: in this process they are all ours.
+            "CONFIG": {"capacity": _CHANNEL_CAPACITY["specific.*"]},
+        }
+    }
 
 # DRF throttling counts in the cache: shared through Redis when there is one.
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
     }
 
 # --- Chat: the provider backend, the replay buffer, limits and pacing.

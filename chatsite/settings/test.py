@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, CHAT_PROVIDER, database_url, env
+from .base import (
+    BASE_DIR,
+    CHAT_PROVIDER,
+    database_url,
+    env,
+    tune_sqlite,
+    use_connection_pool,
+)
 
 SECRET_KEY = "test-secret-key-not-for-production"  # noqa: S105
 DEBUG = False
@@ -11,6 +18,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DATABASES = {
     "default": database_url(default="postgres://postgres@127.0.0.1:5432/chatsite"),
 }
+use_connection_pool(DATABASES["default"])
+tune_sqlite(DATABASES["default"])
 # A SQLite test database must be a file so the daphne process started by the
 # end-to-end tests sees the same rows as the test process.
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

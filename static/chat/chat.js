@@ -6,7 +6,14 @@
 //   idle         stream open, no answer in progress
 //   streaming    stream open, an assistant message is pending or streaming
 //   reconnecting the browser is retrying by itself (Last-Event-ID), or we re-mint after a refusal
+//   offline      the browser says there is no network; we reconnect when it comes back
 //   error        minting failed (retrying with back-off) or a permanent failure
+//
+// Each message keeps its raw text in a <template data-testid="message-source">; assistant
+// text is rendered as markdown (static/chat/markdown.js) at most once per animation frame.
+//
+// Keyboard: Enter sends, Shift+Enter adds a line, Escape stops the answer (or closes the
+// sidebar on a phone); while an answer streams, focus moves from the composer to Stop.
 "use strict";
 
 (() => {
@@ -15,32 +22,57 @@
 
   const ACTIVE = new Set(["pending", "streaming"]);
   const FINAL = new Set(["complete", "cancelled", "failed", "interrupted"]);
+  const RETRYABLE = new Set(["failed", "interrupted"]);
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const NEAR_BOTTOM_PX = 80;
   const SIDEBAR_LABEL_CHARS = 60;
+  const SIDEBAR_COOKIE = "chatsite_sidebar";
+  const markdown = window.chatMarkdown || {
+    render: (target, text) => {
+      target.textContent = text;
+    },
+    decorateCodeBlocks: () => {},
+    copyText: async () => false,
+    flashCopied: () => {},
+  };
 
   const cfg = {
     page: root.dataset.page,
     conversationId: root.dataset.conversationId,
+    model: root.dataset.model,
     conversationsUrl: root.dataset.conversationsUrl,
+    conversationApiUrl: root.dataset.conversationApiUrl,
     messagesUrl: root.dataset.messagesUrl,
     streamTokenUrl: root.dataset.streamTokenUrl,
     cancelUrlTemplate: root.dataset.cancelUrlTemplate,
+    regenerateUrlTemplate: root.dataset.regenerateUrlTemplate,
     conversationUrlTemplate: root.dataset.conversationUrlTemplate,
+    homeUrl: root.dataset.homeUrl,
     placeholderId: root.dataset.placeholderId,
   };
 
+  const byTestId = (id, scope = root) => scope.querySelector(`[data-testid="${id}"]`);
   const el = {
     thread: root.querySelector("[data-thread]"),
-    scroller: root.querySelector('[data-testid="thread"]'),
-    form: root.querySelector('[data-testid="composer"]'),
-    input: root.querySelector('[data-testid="composer-input"]'),
-    send: root.querySelector('[data-testid="send-button"]'),
-    stop: root.querySelector('[data-testid="stop-button"]'),
-    error: root.querySelector('[data-testid="composer-error"]'),
-    status: root.querySelector('[data-testid="stream-status"]'),
-    title: root.querySelector('[data-testid="conversation-title"]'),
+    scroller: byTestId("thread"),
+    form: byTestId("composer"),
+    input: byTestId("composer-input"),
+    send: byTestId("send-button"),
+    stop: byTestId("stop-button"),
+    error: byTestId("composer-error"),
+    status: byTestId("stream-status"),
+    statusText: root.querySelector(".status-line__text"),
+    title: byTestId("conversation-title"),
+    titleInput: byTestId("rename-input"),
+    renameButton: byTestId("rename-conversation"),
+    jump: byTestId("jump-to-latest"),
+    sidebar: byTestId("sidebar"),
+    backdrop: byTestId("sidebar-backdrop"),
+    sidebarToggle: byTestId("sidebar-toggle"),
+    live: byTestId("answer-live", document),
+    settings: byTestId("conversation-settings", document),
+    deleteDialog: byTestId("delete-dialog", document),
     template: document.getElementById("message-template"),
   };
 
@@ -60,6 +92,14 @@
     syncing: false,
     syncAgain: false,
     createdConversation: null,
+    offline: navigator.onLine === false,
+    follow: true,
+    jumping: false,
+    regeneratingFor: null, // the user turn a regenerate request is answering
+    attemptShown: new Map(), // user turn -> id of the attempt the reader chose to see
+    dirty: new Set(),
+    frame: 0,
+    spoken: new Map(), // message id -> characters already announced
   };
 
   // ---------------------------------------------------------------- HTTP
@@ -101,8 +141,15 @@
       data = null;
     }
     if (!response.ok) {
-      const message =
+      let message =
         (data && (data.message || data.detail)) || `Request failed (HTTP ${response.status}).`;
+      const fieldErrors = data && data.errors;
+      if (fieldErrors && typeof fieldErrors === "object") {
+        const details = Object.entries(fieldErrors).map(
+          ([field, problems]) => `${field}: ${[].concat(problems).join(" ")}`,
+        );
+        if (details.length) message = `${message} ${details.join("; ")}`;
+      }
       throw new ApiError(response.status, (data && data.code) || "http_error", message);
     }
     return data;
@@ -111,6 +158,7 @@
   const fromTemplate = (template, id) => template.split(cfg.placeholderId).join(id);
   const conversationPageUrl = (id) => fromTemplate(cfg.conversationUrlTemplate, id);
   const cancelUrl = (id) => fromTemplate(cfg.cancelUrlTemplate, id);
+  const regenerateUrl = (id) => fromTemplate(cfg.regenerateUrlTemplate, id);
   const messagesUrlFor = (id) => `${cfg.conversationsUrl}${encodeURIComponent(id)}/messages/`;
 
   // ---------------------------------------------------------------- bubbles
@@ -132,36 +180,119 @@
     }
   }
 
+  function allBubbles() {
+    return el.thread.querySelectorAll('[data-testid="message"]');
+  }
+
   function findBubble(id) {
     if (!id) return null;
     return el.thread.querySelector(`[data-testid="message"][data-message-id="${CSS.escape(id)}"]`);
   }
 
-  function bodyOf(bubble) {
-    return bubble.querySelector('[data-testid="message-body"]');
+  const bodyOf = (bubble) => bubble.querySelector('[data-testid="message-body"]');
+  const sourceOf = (bubble) => bubble.querySelector('[data-testid="message-source"]').content;
+  const control = (bubble, action) => bubble.querySelector(`[data-action="${action}"]`);
+  const isAssistant = (bubble) => bubble.dataset.role === "assistant";
+
+  function textOf(bubble) {
+    return sourceOf(bubble).textContent;
+  }
+
+  function hasText(bubble) {
+    for (const node of sourceOf(bubble).childNodes) if (node.data) return true;
+    return false;
   }
 
   function setText(bubble, text) {
-    bodyOf(bubble).textContent = text || "";
+    sourceOf(bubble).replaceChildren(document.createTextNode(text || ""));
+    scheduleRender(bubble);
   }
 
   function appendText(bubble, text) {
     if (!text) return;
-    const body = bodyOf(bubble);
-    // Grow one text node: no HTML parsing, and no re-copying the whole answer per delta.
-    const last = body.lastChild;
+    // Grow one text node: no re-copying the whole answer per delta.
+    const source = sourceOf(bubble);
+    const last = source.lastChild;
     if (last && last.nodeType === Node.TEXT_NODE) last.appendData(text);
-    else body.append(text);
+    else source.append(text);
+    scheduleRender(bubble);
+  }
+
+  // The streaming cursor sits at the end of the last text, inside the innermost last block.
+  function placeCursor(body) {
+    const lastContent = (node) => {
+      let child = node.lastChild;
+      while (child && child.nodeType === Node.TEXT_NODE && !child.data.trim()) {
+        child = child.previousSibling;
+      }
+      return child;
+    };
+    let target = body;
+    for (;;) {
+      const last = lastContent(target);
+      if (!last || last.nodeType !== Node.ELEMENT_NODE || /^(BR|HR)$/.test(last.tagName)) break;
+      target = last;
+    }
+    const cursor = document.createElement("span");
+    cursor.className = "cursor";
+    cursor.setAttribute("aria-hidden", "true");
+    target.append(cursor);
+  }
+
+  function renderNow(bubble) {
+    state.dirty.delete(bubble);
+    const body = bodyOf(bubble);
+    const text = textOf(bubble);
+    if (!isAssistant(bubble)) {
+      body.textContent = text;
+      return;
+    }
+    markdown.render(body, text);
+    if (bubble.dataset.status === "streaming") placeCursor(body);
+  }
+
+  function scheduleRender(bubble) {
+    state.dirty.add(bubble);
+    if (!state.frame) state.frame = requestAnimationFrame(flushRenders);
+  }
+
+  function flushRenders() {
+    state.frame = 0;
+    for (const bubble of [...state.dirty]) {
+      renderNow(bubble);
+      if (ACTIVE.has(bubble.dataset.status)) announceProgress(bubble, false);
+    }
+    if (state.follow) scrollToBottom();
+    updateJump();
   }
 
   function setStatus(bubble, status, errorMessage) {
     if (errorMessage !== undefined) bubble.dataset.errorMessage = errorMessage || "";
+    const was = bubble.dataset.status;
     bubble.dataset.status = status;
     const label = statusLabel(status, bubble.dataset.errorMessage);
     const line = bubble.querySelector('[data-testid="message-status"]');
     line.textContent = label;
     line.hidden = !label;
     bubble.classList.toggle("has-error", Boolean(bubble.dataset.errorMessage));
+    if (was !== status && isAssistant(bubble)) scheduleRender(bubble); // cursor on/off
+  }
+
+  function setMeta(bubble) {
+    const meta = bubble.querySelector('[data-testid="message-meta"]');
+    if (!isAssistant(bubble) || ACTIVE.has(bubble.dataset.status)) {
+      meta.textContent = "";
+      return;
+    }
+    const parts = [bubble.dataset.model || cfg.model].filter(Boolean);
+    const { inputTokens, outputTokens } = bubble.dataset;
+    if (inputTokens) parts.push(`${inputTokens} in · ${outputTokens || 0} out`);
+    meta.textContent = parts.join(" · ");
+  }
+
+  function setUsage(bubble, inputTokens, outputTokens) {
+    if (inputTokens != null) bubble.dataset.inputTokens = inputTokens;
+    if (outputTokens != null) bubble.dataset.outputTokens = outputTokens;
   }
 
   function createBubble(message) {
@@ -170,9 +301,15 @@
     bubble.classList.add(`message--${role}`);
     bubble.dataset.messageId = message.id;
     bubble.dataset.role = role;
+    bubble.dataset.replyTo = (role === "assistant" && message.reply_to) || "";
+    bubble.dataset.model = cfg.model || "";
     bubble.querySelector(".message__role").textContent = role === "user" ? "You" : "Claude";
-    setText(bubble, message.content);
+    if (role === "user") bodyOf(bubble).classList.remove("markdown");
+    setUsage(bubble, message.input_tokens, message.output_tokens);
     setStatus(bubble, message.status || "pending", message.error_message || message.error_code);
+    setText(bubble, message.content);
+    renderNow(bubble);
+    setMeta(bubble);
     return bubble;
   }
 
@@ -193,33 +330,139 @@
     );
   }
 
-  // A bubble the database says is finished: take its final text and status.
+  // A bubble the database says is finished: take its final text, status and usage.
   function applyFinal(bubble, message) {
-    setText(bubble, message.content);
+    setUsage(bubble, message.input_tokens, message.output_tokens);
     setStatus(bubble, message.status, message.error_message || message.error_code || "");
+    setText(bubble, message.content);
+    renderNow(bubble);
+    setMeta(bubble);
+  }
+
+  // ---------------------------------------------------------------- attempts
+
+  // Regenerating keeps earlier answers to the same user turn; the page shows one attempt
+  // per turn (the latest, unless the reader picked another) with an "n / m" switcher.
+  const turnOf = (bubble) => bubble.dataset.replyTo || bubble.dataset.messageId;
+
+  function attemptGroups() {
+    const groups = new Map();
+    for (const bubble of el.thread.querySelectorAll('[data-testid="message"][data-role="assistant"]')) {
+      const turn = turnOf(bubble);
+      if (!groups.has(turn)) groups.set(turn, []);
+      groups.get(turn).push(bubble);
+    }
+    return groups;
+  }
+
+  function refreshAttempts() {
+    for (const [turn, group] of attemptGroups()) {
+      let shown = group.findIndex((b) => b.dataset.messageId === state.attemptShown.get(turn));
+      if (shown < 0) shown = group.length - 1;
+      group.forEach((bubble, index) => {
+        bubble.hidden = index !== shown;
+        bubble.querySelector('[data-testid="attempts"]').hidden = group.length < 2;
+        bubble.querySelector('[data-testid="attempt-counter"]').textContent =
+          `${index + 1} / ${group.length}`;
+        control(bubble, "attempt-prev").disabled = index === 0;
+        control(bubble, "attempt-next").disabled = index === group.length - 1;
+      });
+    }
+  }
+
+  function showAttempt(bubble, step) {
+    const turn = turnOf(bubble);
+    const group = attemptGroups().get(turn) || [];
+    const target = group[group.indexOf(bubble) + step];
+    if (!target) return;
+    state.attemptShown.set(turn, target.dataset.messageId);
+    refreshAttempts();
+    updateUi();
+    // The clicked button just disappeared with its bubble: keep focus on the switcher.
+    const same = control(target, step < 0 ? "attempt-prev" : "attempt-next");
+    (same.disabled ? control(target, step < 0 ? "attempt-next" : "attempt-prev") : same).focus();
+  }
+
+  // Only the answer that ends the conversation can be regenerated (or retried), when idle.
+  function refreshControls(busy) {
+    const bubbles = allBubbles();
+    const last = bubbles[bubbles.length - 1];
+    for (const bubble of bubbles) {
+      control(bubble, "regenerate").hidden = true;
+      control(bubble, "retry").hidden = true;
+      control(bubble, "copy-message").hidden =
+        !hasText(bubble) || (isAssistant(bubble) && ACTIVE.has(bubble.dataset.status));
+    }
+    if (!last || !isAssistant(last) || busy || !FINAL.has(last.dataset.status)) return;
+    const group = attemptGroups().get(turnOf(last)) || [last];
+    const visible = group.find((b) => !b.hidden) || last;
+    const retry = visible === last && RETRYABLE.has(last.dataset.status);
+    control(visible, retry ? "retry" : "regenerate").hidden = false;
   }
 
   // ---------------------------------------------------------------- scrolling
 
-  function nearBottom() {
+  function distanceFromBottom() {
     const s = el.scroller;
-    return s.scrollHeight - s.scrollTop - s.clientHeight < NEAR_BOTTOM_PX;
+    return s.scrollHeight - s.scrollTop - s.clientHeight;
   }
 
-  function scrollToBottom() {
-    el.scroller.scrollTo({ top: el.scroller.scrollHeight, behavior: "instant" });
+  function scrollToBottom(behavior = "instant") {
+    el.scroller.scrollTo({ top: el.scroller.scrollHeight, behavior });
   }
 
-  // Follow the answer only if the reader is already at the bottom.
+  function updateJump() {
+    el.jump.hidden = distanceFromBottom() < NEAR_BOTTOM_PX;
+  }
+
+  // Follow the answer only if the reader is at the bottom (`state.follow`, kept by scrolling).
   function keepingScroll(mutate) {
-    const follow = nearBottom();
     mutate();
-    if (follow) scrollToBottom();
+    if (state.follow) scrollToBottom();
+    updateJump();
+  }
+
+  // ---------------------------------------------------------------- announcements
+
+  // The visible answer is re-rendered many times a second; screen readers get it from a
+  // polite live region instead, a sentence or so at a time.
+  function speakable(text) {
+    return text.replace(/```[^\n]*/g, "").replace(/[*_`#>|~]+/g, "");
+  }
+
+  function announceProgress(bubble, final) {
+    const id = bubble.dataset.messageId;
+    const text = speakable(textOf(bubble));
+    const said = Math.min(state.spoken.get(id) || 0, text.length);
+    let upTo = text.length;
+    if (!final) {
+      const boundary = Math.max(
+        text.lastIndexOf(". "),
+        text.lastIndexOf("! "),
+        text.lastIndexOf("? "),
+        text.lastIndexOf("\n"),
+      );
+      upTo = boundary + 1;
+    }
+    if (upTo <= said) return;
+    state.spoken.set(id, upTo);
+    const chunk = text.slice(said, upTo).trim();
+    if (chunk) el.live.textContent = chunk;
+  }
+
+  function announceEnd(bubble) {
+    announceProgress(bubble, true);
+    const status = bubble.dataset.status;
+    if (status !== "complete") {
+      const label = statusLabel(status, bubble.dataset.errorMessage);
+      el.live.textContent = `${el.live.textContent} (Answer ${label}.)`.trim();
+    }
   }
 
   // ---------------------------------------------------------------- UI state
 
   function streamState() {
+    if (state.offline && cfg.page === "conversation") return "offline";
     if (state.conn === "open") return activeAssistant() ? "streaming" : "idle";
     if (state.conn === "none") return "idle";
     return state.conn;
@@ -232,25 +475,39 @@
       streaming: "Claude is writing…",
       idle: "Ready",
       reconnecting: "Reconnecting…",
+      offline: "Offline — waiting for the network",
       error: "Connection error",
     }[s];
     el.status.dataset.state = s;
-    el.status.textContent = state.connDetail && s !== "idle" && s !== "streaming" ? state.connDetail : text;
+    el.statusText.textContent =
+      state.connDetail && !["idle", "streaming", "offline"].includes(s) ? state.connDetail : text;
+  }
+
+  function focusIsLost() {
+    const focused = document.activeElement;
+    return !focused || focused === document.body || focused === el.stop || focused === el.input;
   }
 
   function updateUi() {
     const active = activeAssistant();
-    const disabled = state.sending || Boolean(active);
-    // Disabling drops focus; hand it back when the answer is done so typing can continue.
-    if (disabled && document.activeElement === el.input) state.refocus = true;
-    el.input.disabled = disabled;
-    el.send.disabled = disabled;
+    const busy = state.sending || Boolean(active);
+    const hadFocus = document.activeElement === el.input;
+    // Disabling drops focus: park it on Stop while the answer streams (so Enter stops it)
+    // and hand it back to the composer when the answer is done.
+    if (busy && hadFocus) state.refocus = true;
+    el.input.disabled = busy;
+    el.send.disabled = busy;
     el.stop.hidden = !active;
     el.stop.disabled = state.cancelling;
-    if (!disabled && state.refocus) {
-      state.refocus = false;
-      el.input.focus();
+    if (active && state.refocus && focusIsLost() && document.activeElement !== el.stop) {
+      el.stop.focus();
     }
+    if (!busy && state.refocus) {
+      state.refocus = false;
+      if (focusIsLost()) el.input.focus();
+    }
+    refreshAttempts();
+    refreshControls(busy);
     renderStatus();
   }
 
@@ -280,17 +537,23 @@
     return line.length > SIDEBAR_LABEL_CHARS ? `${line.slice(0, SIDEBAR_LABEL_CHARS - 1)}…` : line;
   }
 
-  // The current conversation just got a message: it is now the most recent one.
-  function touchSidebar(content) {
-    const link = document.querySelector(
+  function currentSidebarLink() {
+    return document.querySelector(
       `[data-testid="conversation-link"][data-conversation-id="${CSS.escape(cfg.conversationId)}"]`,
     );
+  }
+
+  // The current conversation just got a message: it is now the most recent one.
+  function touchSidebar(content) {
+    const link = currentSidebarLink();
     if (!link) return;
     if (link.textContent.trim() === "Untitled conversation") link.textContent = labelFor(content);
     if (el.title && el.title.textContent.trim() === "New conversation") {
       el.title.textContent = labelFor(content);
     }
-    link.parentElement.prepend(link);
+    const heading = link.parentElement.querySelector(".sidebar__heading");
+    if (heading) heading.after(link);
+    else link.parentElement.prepend(link);
   }
 
   // ---------------------------------------------------------------- history sync
@@ -335,6 +598,9 @@
             } else if (FINAL.has(message.status) && ACTIVE.has(bubble.dataset.status)) {
               applyFinal(bubble, message);
             }
+            if (message.role === "assistant" && message.reply_to) {
+              bubble.dataset.replyTo = message.reply_to;
+            }
             previous = bubble;
           }
         });
@@ -366,8 +632,9 @@
         // A (re)connection restarts the message: its text follows in full.
         setText(bubble, "");
         setStatus(bubble, message.status || "streaming", "");
+        state.spoken.delete(message.id);
       } else {
-        bubble = createBubble({ ...message, content: "" });
+        bubble = createBubble({ ...message, content: "", reply_to: state.regeneratingFor });
         insertBubble(bubble);
         // Started from another tab or client: fetch the user turn we have not seen.
         if (!state.sending) syncHistory();
@@ -381,13 +648,12 @@
     if (!bubble) {
       bubble = createBubble({ id: data.message_id, role: "assistant", status: "streaming" });
       insertBubble(bubble);
+      updateUi();
     }
     // After the end (or a sync that found it finished) only a new message_start reopens it.
     if (FINAL.has(bubble.dataset.status)) return;
-    keepingScroll(() => {
-      if (bubble.dataset.status !== "streaming") setStatus(bubble, "streaming");
-      appendText(bubble, data.text);
-    });
+    if (bubble.dataset.status !== "streaming") setStatus(bubble, "streaming");
+    appendText(bubble, data.text);
   }
 
   function onMessageEnd(data) {
@@ -398,11 +664,14 @@
       return;
     }
     keepingScroll(() => {
+      const wasActive = ACTIVE.has(bubble.dataset.status);
       setStatus(bubble, data.status || "complete");
       bubble.dataset.stopReason = data.stop_reason || "";
       const usage = data.usage || {};
-      if (usage.input_tokens != null) bubble.dataset.inputTokens = usage.input_tokens;
-      if (usage.output_tokens != null) bubble.dataset.outputTokens = usage.output_tokens;
+      setUsage(bubble, usage.input_tokens, usage.output_tokens);
+      renderNow(bubble);
+      setMeta(bubble);
+      if (wasActive) announceEnd(bubble);
     });
   }
 
@@ -481,7 +750,10 @@
         if (source !== state.source) return;
         if (event.lastEventId) state.lastEventId = event.lastEventId;
         handle(parse(event));
-        updateUi();
+        // A delta only adds text (rendered on the next frame); everything else may change
+        // which controls apply.
+        if (name === "delta") renderStatus();
+        else updateUi();
       });
     }
 
@@ -547,6 +819,7 @@
       const data = await api(cfg.messagesUrl, { method: "POST", body: { content } });
       el.input.value = "";
       autosize();
+      state.follow = true;
       keepingScroll(() => {
         const assistant = findBubble(data.assistant_message.id);
         // The stream may have announced the answer first; it then keeps its newer state.
@@ -554,6 +827,7 @@
           insertBubble(createBubble(data.user_message), assistant);
         }
         if (!assistant) insertBubble(createBubble(data.assistant_message));
+        else assistant.dataset.replyTo = data.user_message.id;
       });
       scrollToBottom();
       touchSidebar(content);
@@ -574,11 +848,47 @@
     state.cancelling = true;
     updateUi();
     try {
-      await api(cancelUrl(active.dataset.messageId), { method: "POST" });
+      const message = await api(cancelUrl(active.dataset.messageId), { method: "POST" });
+      // The stream's message_end may still be on its way: the stored answer is final.
+      if (message && FINAL.has(message.status) && ACTIVE.has(active.dataset.status)) {
+        applyFinal(active, message);
+        announceEnd(active);
+      }
     } catch (err) {
       showError(err.message);
     } finally {
       state.cancelling = false;
+      updateUi();
+    }
+  }
+
+  // A new answer to the turn `bubble` answers (Regenerate, or Retry after an error).
+  async function regenerate(bubble) {
+    if (state.sending || activeAssistant()) return;
+    const bubbles = allBubbles();
+    const latest = bubbles[bubbles.length - 1];
+    if (!latest || turnOf(latest) !== turnOf(bubble)) return;
+    state.sending = true;
+    state.regeneratingFor = latest.dataset.replyTo || null;
+    hideError();
+    updateUi();
+    try {
+      const answer = await api(regenerateUrl(latest.dataset.messageId), { method: "POST" });
+      let fresh = findBubble(answer.id);
+      if (!fresh) {
+        fresh = createBubble(answer);
+        insertBubble(fresh);
+      }
+      fresh.dataset.replyTo = answer.reply_to || latest.dataset.replyTo || "";
+      state.attemptShown.delete(turnOf(fresh));
+      state.follow = true;
+      scrollToBottom();
+    } catch (err) {
+      showError(err.message);
+      if (err.status === 409) syncHistory();
+    } finally {
+      state.sending = false;
+      state.regeneratingFor = null;
       updateUi();
     }
   }
@@ -592,6 +902,141 @@
     } catch (err) {
       showError(err.message);
       button.disabled = false;
+    }
+  }
+
+  async function copyFrom(button, text) {
+    markdown.flashCopied(button, await markdown.copyText(text));
+  }
+
+  // ---------------------------------------------------------------- conversation settings
+
+  function applyTitle(title) {
+    const label = labelFor(title) || "New conversation";
+    el.title.textContent = label;
+    const link = currentSidebarLink();
+    if (link) {
+      link.textContent = label;
+      link.title = title;
+    }
+    document.title = `${label} · chatsite`;
+  }
+
+  function startRename() {
+    if (!el.titleInput) return;
+    el.titleInput.value = el.title.textContent.trim();
+    el.title.hidden = true;
+    el.titleInput.hidden = false;
+    el.titleInput.focus();
+    el.titleInput.select();
+  }
+
+  async function finishRename(save) {
+    if (!el.titleInput || el.titleInput.hidden) return;
+    const title = el.titleInput.value.trim();
+    const before = el.title.textContent.trim();
+    el.titleInput.hidden = true;
+    el.title.hidden = false;
+    el.renameButton.focus();
+    if (!save || !title || title === before) return;
+    applyTitle(title);
+    try {
+      const conversation = await api(cfg.conversationApiUrl, { method: "PATCH", body: { title } });
+      applyTitle(conversation.title || title);
+    } catch (err) {
+      applyTitle(before);
+      showError(err.message);
+    }
+  }
+
+  function dialogError(dialog, message) {
+    const box = dialog.querySelector(".form-errors");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  function openSettings() {
+    const form = el.settings.querySelector("form");
+    form.elements.model.value = cfg.model;
+    form.elements.system_prompt.value = form.elements.system_prompt.defaultValue;
+    dialogError(el.settings, "");
+    el.settings.showModal();
+  }
+
+  async function saveSettings(form) {
+    const model = form.elements.model.value.trim();
+    if (!model) {
+      dialogError(el.settings, "Choose a model.");
+      form.elements.model.focus();
+      return;
+    }
+    const submit = form.querySelector('[type="submit"]');
+    submit.disabled = true;
+    try {
+      const conversation = await api(cfg.conversationApiUrl, {
+        method: "PATCH",
+        body: { model, system_prompt: form.elements.system_prompt.value },
+      });
+      cfg.model = conversation.model;
+      root.dataset.model = conversation.model;
+      form.elements.system_prompt.defaultValue = conversation.system_prompt;
+      el.settings.close();
+    } catch (err) {
+      dialogError(el.settings, err.message);
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  async function deleteConversation(form) {
+    const submit = form.querySelector('[type="submit"]');
+    submit.disabled = true;
+    try {
+      await api(cfg.conversationApiUrl, { method: "DELETE" });
+      state.leaving = true;
+      closeSource();
+      window.location.assign(cfg.homeUrl);
+    } catch (err) {
+      dialogError(el.deleteDialog, err.message);
+      submit.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- sidebar
+
+  const phone = window.matchMedia("(max-width: 760px)");
+
+  function sidebarOpen() {
+    return phone.matches
+      ? root.classList.contains("is-sidebar-open")
+      : !root.classList.contains("is-sidebar-collapsed");
+  }
+
+  function syncSidebar() {
+    const open = sidebarOpen();
+    el.sidebar.inert = !open;
+    el.backdrop.hidden = !(phone.matches && open);
+    el.sidebarToggle.setAttribute("aria-expanded", String(open));
+    const label = open ? "Hide conversations" : "Show conversations";
+    el.sidebarToggle.setAttribute("aria-label", label);
+    el.sidebarToggle.title = label;
+  }
+
+  function setSidebar(open, { focus = false } = {}) {
+    if (phone.matches) {
+      root.classList.toggle("is-sidebar-open", open);
+    } else {
+      root.classList.toggle("is-sidebar-collapsed", !open);
+      // A cookie, so the server renders the next page the same way (no flash).
+      document.cookie = `${SIDEBAR_COOKIE}=${open ? "open" : "collapsed"}; path=/; max-age=31536000; samesite=lax`;
+    }
+    syncSidebar();
+    if (!focus) return;
+    if (open) {
+      const target = el.sidebar.querySelector('[aria-current="page"]') || byTestId("new-conversation");
+      target.focus();
+    } else {
+      el.sidebarToggle.focus();
     }
   }
 
@@ -613,10 +1058,144 @@
 
   el.input.addEventListener("input", autosize);
   el.stop.addEventListener("click", cancelActive);
+  // Focus lands on Stop right after Enter sent: a held (repeating) Enter must not stop.
+  el.stop.addEventListener("keydown", (event) => {
+    if (event.repeat) event.preventDefault();
+  });
 
-  for (const button of document.querySelectorAll('[data-action="new-conversation"]')) {
-    button.addEventListener("click", () => newConversation(button));
+  el.scroller.addEventListener(
+    "scroll",
+    () => {
+      const atBottom = distanceFromBottom() < NEAR_BOTTOM_PX;
+      // A smooth "jump to latest" passes through positions that are not the bottom yet.
+      if (state.jumping && !atBottom) return;
+      state.jumping = false;
+      state.follow = atBottom;
+      updateJump();
+    },
+    { passive: true },
+  );
+  for (const name of ["wheel", "touchstart", "keydown"]) {
+    el.scroller.addEventListener(name, () => {
+      state.jumping = false;
+    }, { passive: true });
   }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-action]");
+    if (!button || button.disabled) return;
+    const bubble = button.closest('[data-testid="message"]');
+    switch (button.dataset.action) {
+      case "new-conversation":
+        newConversation(button);
+        break;
+      case "copy-message":
+        copyFrom(button, textOf(bubble));
+        break;
+      case "copy-code":
+        copyFrom(button, button.closest(".code-block").querySelector("pre").textContent);
+        break;
+      case "regenerate":
+      case "retry":
+        regenerate(bubble);
+        break;
+      case "attempt-prev":
+        showAttempt(bubble, -1);
+        break;
+      case "attempt-next":
+        showAttempt(bubble, 1);
+        break;
+      case "jump-to-latest":
+        state.follow = true;
+        state.jumping = true;
+        scrollToBottom("smooth");
+        break;
+      case "toggle-sidebar":
+        setSidebar(!sidebarOpen(), { focus: true });
+        break;
+      case "close-sidebar":
+        setSidebar(false);
+        break;
+      case "rename":
+        startRename();
+        break;
+      case "open-settings":
+        openSettings();
+        break;
+      case "delete":
+        dialogError(el.deleteDialog, "");
+        el.deleteDialog.showModal();
+        break;
+      case "close-dialog":
+        button.closest("dialog").close();
+        break;
+      default:
+        break;
+    }
+  });
+
+  for (const dialog of [el.settings, el.deleteDialog]) {
+    if (!dialog) continue;
+    // A click on the backdrop (outside the form) closes the dialog.
+    dialog.addEventListener("click", (event) => {
+      if (event.target === dialog) dialog.close();
+    });
+  }
+  if (el.settings) {
+    el.settings.querySelector("form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      saveSettings(event.target);
+    });
+  }
+  if (el.deleteDialog) {
+    el.deleteDialog.querySelector("form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      deleteConversation(event.target);
+    });
+  }
+
+  if (el.titleInput) {
+    el.titleInput.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finishRename(true);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        finishRename(false);
+      }
+    });
+    el.titleInput.addEventListener("blur", () => finishRename(true));
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    if (document.querySelector("dialog[open]")) return; // the dialog closes itself
+    if (phone.matches && sidebarOpen()) {
+      event.preventDefault();
+      setSidebar(false, { focus: true });
+      return;
+    }
+    if (activeAssistant()) {
+      event.preventDefault();
+      cancelActive();
+    }
+  });
+
+  phone.addEventListener("change", syncSidebar);
+
+  window.addEventListener("offline", () => {
+    state.offline = true;
+    renderStatus();
+  });
+
+  window.addEventListener("online", () => {
+    state.offline = false;
+    if (cfg.page === "conversation" && state.conn !== "open" && !state.leaving) {
+      state.failures = 0;
+      connect();
+    }
+    renderStatus();
+  });
 
   window.addEventListener("pagehide", () => {
     state.leaving = true;
@@ -633,8 +1212,24 @@
     }
   });
 
+  // Server-rendered history: highlight its code blocks and give them copy buttons.
+  for (const bubble of allBubbles()) {
+    if (!isAssistant(bubble)) continue;
+    bubble.dataset.model = cfg.model || "";
+    if (bubble.dataset.status === "streaming") renderNow(bubble);
+    else markdown.decorateCodeBlocks(bodyOf(bubble));
+  }
+  syncSidebar();
   scrollToBottom();
   updateUi();
+  updateJump();
   if (cfg.page === "conversation") connect();
-  if (!el.input.disabled) el.input.focus();
+  if (!phone.matches) {
+    // Opened mid-answer: Stop is the thing to reach; the composer gets focus afterwards.
+    if (!el.input.disabled) el.input.focus();
+    else if (activeAssistant()) {
+      state.refocus = true;
+      el.stop.focus();
+    }
+  }
 })();

@@ -142,7 +142,7 @@ def daphne_short_token(start_daphne, fake_anthropic):
 @pytest.fixture(scope="package")
 def daphne_slow_demo(start_daphne):
     """daphne with the offline demo provider at a readable pace (for the README screenshots)."""
-    return start_daphne(ANTHROPIC_API_KEY="", CHAT_DEMO_TOKENS_PER_SECOND="14")
+    return start_daphne(ANTHROPIC_API_KEY="", CHAT_DEMO_TOKENS_PER_SECOND="8")
 
 
 class DroppableProxy:

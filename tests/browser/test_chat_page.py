@@ -9,130 +9,30 @@ for the README screenshots, from the offline demo model at a readable pace.
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from chat.models import Conversation, Message
+from tests.browser.helpers import (
+    SCREENSHOTS,
+    assert_only_prefixes,
+    assert_shows_stored_answer,
+    log_in,
+    new_conversation,
+    poll_until_final,
+    send_with_enter,
+    snapshot,
+    wait_for_text,
+    wait_until_idle,
+    words,
+)
 from tests.e2e.client import fake, wait_for_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-FINAL = {"complete", "cancelled", "failed", "interrupted"}
-POLL_MS = 50
-
-# Reads one message as the page shows it, plus the composer's state, in one round trip.
-SNAPSHOT_JS = """(id) => {
-  const all = document.querySelectorAll(
-    `[data-testid="message"][data-message-id="${CSS.escape(id)}"]`);
-  const bubble = all[0];
-  const input = document.querySelector('[data-testid="composer-input"]');
-  const send = document.querySelector('[data-testid="send-button"]');
-  return {
-    count: all.length,
-    text: bubble ? bubble.querySelector('[data-testid="message-body"]').textContent : null,
-    status: bubble ? bubble.dataset.status : null,
-    inputDisabled: input.disabled,
-    sendDisabled: send.disabled,
-    stream: document.querySelector('[data-testid="stream-status"]').dataset.state,
-  };
-}"""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def log_in(context, server, user, password) -> Page:
-    """Open the login page and sign in through the form; returns the page on the home page."""
-    page = context.new_page()
-    page.goto(f"{server.url}/accounts/login/")
-    form = page.get_by_test_id("login-form")
-    form.locator("input[name=username]").fill(user.username)
-    form.locator("input[name=password]").fill(password)
-    page.get_by_test_id("login-submit").click()
-    page.wait_for_url(f"{server.url}/")
-    return page
-
-
-def wait_until_idle(page: Page) -> None:
-    """The page's stream is open and no answer is in progress."""
-    expect(page.get_by_test_id("stream-status")).to_have_attribute("data-state", "idle")
-
-
-def new_conversation(page: Page) -> str:
-    """Click "New conversation"; returns the new conversation's id once its stream is open."""
-    page.get_by_test_id("new-conversation").click()
-    page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
-    wait_until_idle(page)
-    return page.url.rstrip("/").rsplit("/", 1)[-1]
-
-
-def send_with_enter(page: Page, content: str) -> dict:
-    """Type `content` into the composer and press Enter; returns the API's 201 body."""
-    composer = page.get_by_test_id("composer-input")
-    composer.fill(content)
-    with page.expect_response(
-        lambda r: r.request.method == "POST" and r.url.endswith("/messages/")
-    ) as sent:
-        composer.press("Enter")
-    assert sent.value.status == 201, sent.value.text()
-    return sent.value.json()
-
-
-def snapshot(page: Page, message_id: str) -> dict:
-    return page.evaluate(SNAPSHOT_JS, message_id)
-
-
-def poll_until_final(page: Page, message_id: str, timeout: float = 15.0) -> list[dict]:
-    """Snapshots of the message every POLL_MS until the page shows a final status."""
-    samples = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        samples.append(snapshot(page, message_id))
-        if samples[-1]["status"] in FINAL:
-            return samples
-        page.wait_for_timeout(POLL_MS)
-    raise AssertionError(f"no final status in the page after {timeout}s; last: {samples[-1]}")
-
-
-def wait_for_text(page: Page, message_id: str, *, min_chars: int, timeout: float = 15.0) -> dict:
-    """Poll until the streaming bubble shows at least `min_chars` characters."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = snapshot(page, message_id)
-        if seen["text"] and len(seen["text"]) >= min_chars:
-            return seen
-        page.wait_for_timeout(POLL_MS)
-    raise AssertionError(f"bubble never reached {min_chars} chars; last: {seen}")
-
-
-def assert_only_prefixes(samples: list[dict], final: str) -> None:
-    """Every text the page showed was a prefix of the final text: nothing repeated or wrong."""
-    for sample in samples:
-        text = sample["text"] or ""
-        assert final.startswith(text), f"page showed text that is not a prefix: {text!r}"
-
-
-def words(n: int, tag: str) -> str:
-    """Distinct, known answer text: repeated or missing pieces would be visible."""
-    return " ".join(f"{tag}{i:03d}" for i in range(n))
-
-
-def assert_shows_stored_answer(page: Page, message_id: str) -> Message:
-    """The final bubble is the one and only bubble for the message and equals the DB row."""
-    message = wait_for_final(message_id)
-    seen = snapshot(page, message_id)
-    assert seen["count"] == 1
-    assert seen["status"] == message.status == Message.Status.COMPLETE
-    assert seen["text"] == message.content
-    return message
-
 
 # --------------------------------------------------------------------------- tests
 
@@ -159,6 +59,15 @@ def test_answer_streams_into_the_page_and_matches_the_stored_message(
     assert all(a == b[: len(a)] for a, b in itertools.pairwise(texts)), "text shrank"
     intermediate = {s["text"] for s in samples if s["text"] and s["text"] != answer}
     assert len(intermediate) >= 3, f"only {len(intermediate)} intermediate states seen"
+    # What the reader sees (rendered markdown) grew too, and ends as the stored text.
+    shown = answer.replace("\n", " ")
+    rendered = {s["rendered"] for s in samples if s["status"] == "streaming" and s["rendered"]}
+    assert len(rendered) >= 3, f"only {len(rendered)} rendered intermediate states"
+    assert all(shown.startswith(text.strip()) for text in rendered), rendered
+    assert snapshot(page, assistant_id)["rendered"] == shown
+    # Screen readers get the answer from a polite live region, not from the re-rendered DOM.
+    expect(page.get_by_test_id("answer-live")).to_have_attribute("aria-live", "polite")
+    expect(page.get_by_test_id("answer-live")).to_contain_text("not bold")
     streaming = [s for s in samples if s["status"] in ("pending", "streaming")]
     assert streaming, "the page never showed the answer in progress"
     for sample in streaming:
@@ -210,6 +119,7 @@ def test_reconnect_after_the_stream_token_expired_resumes_without_gap_or_repeat(
     assert any(s["status"] == "streaming" for s in samples[len(samples) // 2 :]), (
         "the answer did not keep streaming after the reconnection"
     )
+    assert any(s["stream"] == "reconnecting" for s in samples), "never showed reconnecting"
     wait_until_idle(page)
 
 
@@ -270,70 +180,123 @@ def test_enter_sends_and_shift_enter_inserts_a_newline(
     wait_for_final(body["assistant_message"]["id"])  # let the run finish before teardown
 
 
+EARLIER_ANSWER = """Sure — the standard library's `csv` module is all you need:
+
+```python
+import csv
+
+
+def column_total(path: str, column: str) -> float:
+    with open(path, newline="") as f:
+        return sum(float(row[column]) for row in csv.DictReader(f))
+
+
+print(column_total("sales.csv", "amount"))
+```
+
+A few things to keep in mind:
+
+- `newline=""` lets the **csv** module handle line endings itself.
+- `DictReader` takes the column names from the first row.
+- It reads row by row, so memory stays flat even for large files.
+
+| approach | good for |
+|:--|:--|
+| `csv` module | small scripts, no dependencies |
+| pandas | analysis across many columns |
+"""
+
+
 def _lived_in_conversation(user) -> Conversation:
-    """A conversation with one earlier exchange, plus two older conversations in the sidebar."""
+    """A conversation with one earlier exchange, plus a few older conversations."""
     now = timezone.now()
-    for minutes, title in ((90, "Weekend trip ideas for Lisbon"), (60, "Regex for ISO dates")):
-        old = Conversation.objects.create(owner=user, title=title, model="claude-demo")
+    older = (
+        (400, "Weekend trip ideas for Lisbon"),
+        (300, "Regex for ISO dates"),
+        (200, "Explain CRDTs like I'm five"),
+        (100, "Postgres index for a LIKE query"),
+    )
+    for minutes, title in older:
+        old = Conversation.objects.create(owner=user, title=title, model="claude-sonnet-4-5")
         Conversation.objects.filter(pk=old.pk).update(updated_at=now - timedelta(minutes=minutes))
-    conversation = Conversation.objects.create(owner=user, title="", model="claude-demo")
-    Message.objects.create(
+    conversation = Conversation.objects.create(
+        owner=user, title="Summing a CSV column in Python", model="claude-sonnet-4-5"
+    )
+    question = Message.objects.create(
         conversation=conversation,
         role=Message.Role.USER,
-        content="What is chatsite?",
+        content="How do I sum one column of a CSV file in Python?",
         created_at=now - timedelta(minutes=2),
     )
     Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
-        content=(
-            "chatsite is a small Django site where you chat with Claude and watch each "
-            "answer appear as it is written, streamed over Server-Sent Events.\n\n"
-            "Conversations are saved, so you can come back to them later."
-        ),
+        content=EARLIER_ANSWER,
         status=Message.Status.COMPLETE,
         stop_reason="end_turn",
+        input_tokens=16,
+        output_tokens=171,
+        reply_to=question,
         created_at=now - timedelta(minutes=2) + timedelta(seconds=5),
         completed_at=now - timedelta(minutes=2) + timedelta(seconds=9),
     )
     return conversation
 
 
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+
+
 def test_readme_screenshots_show_an_answer_mid_stream(
     open_context, daphne_slow_demo, user, password
 ):
-    """With an earlier exchange on the page, a demo answer (paragraphs, a list, a code block)
-    streams into a desktop window (1280x800) and, in another tab, a phone-sized one (390x844);
-    both are captured mid-answer into docs/screenshots/ on every run."""
+    """With an earlier exchange on the page, a demo answer (paragraphs, a quote, a list, a
+    code block) streams into four windows at once — desktop (1280x800) and phone (390x844),
+    light and dark — and each is captured mid-answer into docs/screenshots/ on every run.
+    The earlier answer is server-rendered markdown with a highlighted code block and a
+    table; the streaming one is rendered as it arrives."""
     conversation = _lived_in_conversation(user)
     desktop_context = open_context()
     desktop = log_in(desktop_context, daphne_slow_demo, user, password)
     url = f"{daphne_slow_demo.url}/c/{conversation.pk}/"
-    desktop.goto(url)
-    wait_until_idle(desktop)
-    phone = open_context(
-        viewport={"width": 390, "height": 844},
-        is_mobile=True,
-        has_touch=True,
-        storage_state=desktop_context.storage_state(),
-    ).new_page()
-    phone.goto(url)
-    wait_until_idle(phone)
+    login_state = desktop_context.storage_state()
+    pages = {"desktop-light": desktop}
+    pages["desktop-dark"] = open_context(color_scheme="dark", storage_state=login_state).new_page()
+    for scheme in ("light", "dark"):
+        pages[f"phone-{scheme}"] = open_context(
+            **PHONE, device_scale_factor=2, color_scheme=scheme, storage_state=login_state
+        ).new_page()
+    for page in pages.values():
+        page.goto(url)
+        wait_until_idle(page)
+        # The earlier answer's code block is highlighted and has a header with a copy button.
+        code = page.locator(".code-block").first
+        expect(code.locator(".code-block__lang")).to_have_text("python")
+        expect(code.locator(".hljs-keyword").first).to_be_visible()
 
     sent = send_with_enter(desktop, "How does the streaming work?")
     assistant_id = sent["assistant_message"]["id"]
-    for page in (desktop, phone):
-        expect(
-            page.locator(f'[data-message-id="{assistant_id}"] [data-testid="message-body"]')
-        ).to_contain_text('ANTHROPIC_API_KEY = "sk-ant-..."', timeout=15_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    desktop.screenshot(path=SCREENSHOTS / "chat-streaming.png")
-    phone.screenshot(path=SCREENSHOTS / "chat-phone.png")
-    for page in (desktop, phone):  # still streaming after the shots: they are mid-answer
-        assert snapshot(page, assistant_id)["status"] == "streaming"
+    # Light: early in the answer, with the earlier (server-rendered) answer above it.
+    # Dark: later, with the streaming answer's own code block.
+    moments = {"light": "Here is what happens", "dark": '"sk-ant-..."'}
+    for name in ("desktop-light", "phone-light", "desktop-dark", "phone-dark"):
+        page = pages[name]
+        expect(page.locator(f'[data-message-id="{assistant_id}"]')).to_contain_text(
+            moments[name.split("-")[1]], timeout=20_000
+        )
+        page.screenshot(path=SCREENSHOTS / f"chat-{name}.png")
+        assert snapshot(page, assistant_id)["status"] == "streaming", f"{name}: not mid-answer"
 
     assert_shows_stored_answer(desktop, assistant_id)
-    expect(phone.locator(f'[data-message-id="{assistant_id}"]')).to_have_attribute(
-        "data-status", "complete"
-    )
-    assert snapshot(phone, assistant_id)["text"] == snapshot(desktop, assistant_id)["text"]
+    for page in pages.values():
+        expect(page.locator(f'[data-message-id="{assistant_id}"]')).to_have_attribute(
+            "data-status", "complete"
+        )
+        assert snapshot(page, assistant_id)["text"] == snapshot(desktop, assistant_id)["text"]
+
+    # On a phone the conversations live in a drawer.
+    phone = pages["phone-light"]
+    phone.get_by_test_id("sidebar-toggle").click()
+    expect(phone.get_by_test_id("sidebar")).to_be_in_viewport()
+    phone.wait_for_timeout(300)  # the drawer's slide-in transition
+    phone.screenshot(path=SCREENSHOTS / "chat-phone-sidebar.png")

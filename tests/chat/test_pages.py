@@ -330,15 +330,32 @@ def test_current_conversation_is_marked_in_sidebar(client, alice):
 
 
 def test_page_includes_static_js_and_css(client, alice):
-    """Chat pages load chat.js and chat.css from static files, with no inline script."""
+    """Chat pages load the vendored libraries, markdown.js and chat.js from static files, in
+    that order and deferred; the highlight.js theme follows the colour scheme."""
     client.force_login(alice)
 
     html = client.get(reverse("chat:home")).content.decode()
 
     scripts = elements(html, "script")
-    assert [s.get("src") for s in scripts] == ["/static/chat/chat.js"]
-    assert "defer" in scripts[0]
+    assert [s.get("src") for s in scripts] == [
+        "/static/vendor/markdown-it-15.0.3/markdown-it.umd.min.js",
+        "/static/vendor/dompurify-3.4.18/purify.min.js",
+        "/static/vendor/highlightjs-cdn-assets-11.12.0/highlight.min.js",
+        "/static/chat/markdown.js",
+        "/static/chat/chat.js",
+    ]
+    assert all("defer" in script for script in scripts)
     assert elements(html, "link", rel="stylesheet", href="/static/chat/chat.css")
+    themes = {
+        link["media"]: link["href"]
+        for link in elements(html, "link", rel="stylesheet")
+        if "highlightjs" in link["href"]
+    }
+    theme = "/static/vendor/highlightjs-cdn-assets-11.12.0/github{}.min.css"
+    assert themes == {
+        "(prefers-color-scheme: light)": theme.format(""),
+        "(prefers-color-scheme: dark)": theme.format("-dark"),
+    }
 
 
 def test_conversation_page_exposes_data_the_script_needs(client, alice):
@@ -413,3 +430,257 @@ def test_page_has_logout_form_with_csrf_token(client, alice):
 
     assert elements(html, "form", method="post", action=reverse("logout"))
     assert elements(html, "input", name="csrfmiddlewaretoken")
+
+
+# --- markdown, regenerations and controls -------------------------------------------
+
+
+def test_assistant_messages_are_rendered_markdown_and_user_messages_are_text(client, alice):
+    """Answers are rendered server-side (sanitized markdown with code language classes); the
+    user's own text is shown as typed; both keep their raw text for the script."""
+    conversation = make_conversation(alice)
+    now = timezone.now()
+    add_message(conversation, role="user", content="**not bold** please", created_at=now)
+    add_message(
+        conversation,
+        role="assistant",
+        content="Here is **bold**.\n\n```python\nprint('<hi>')\n```\n\n[bad](javascript:x())",
+        created_at=now + timedelta(seconds=1),
+    )
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert "<strong>bold</strong>" in html
+    assert "<pre><code class=\"language-python\">print('&lt;hi&gt;')" in html
+    assert 'href="javascript' not in html
+    assert "**not bold** please</div>" in html
+    sources = elements(html, "template", data_testid="message-source")
+    assert len(sources) == 2
+
+
+def test_only_the_latest_attempt_at_a_turn_is_shown(client, alice):
+    """Regenerated answers stay in the database; the page shows the latest attempt at each
+    user turn and hides earlier ones behind an "n / m" switcher."""
+    conversation = make_conversation(alice)
+    now = timezone.now()
+    question = add_message(conversation, role="user", content="Pick a number", created_at=now)
+    first = add_message(
+        conversation,
+        role="assistant",
+        content="Seven.",
+        reply_to=question,
+        created_at=now + timedelta(seconds=1),
+    )
+    second = add_message(
+        conversation,
+        role="assistant",
+        content="Forty-two.",
+        reply_to=question,
+        created_at=now + timedelta(seconds=2),
+    )
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    bubbles = {b["data-message-id"]: b for b in by_testid(html, "message")}
+    assert "hidden" in bubbles[str(first.pk)]
+    assert "hidden" not in bubbles[str(second.pk)]
+    assert bubbles[str(first.pk)]["data-reply-to"] == str(question.pk)
+    assert bubbles[str(second.pk)]["data-reply-to"] == str(question.pk)
+    assert ">1 / 2</span>" in html and ">2 / 2</span>" in html
+
+
+def test_regenerate_is_offered_on_the_last_answer_and_retry_after_an_error(client, alice):
+    """Only the answer that ends the conversation can be regenerated; a failed one offers
+    Retry instead."""
+    conversation = make_conversation(alice)
+    now = timezone.now()
+    q1 = add_message(conversation, role="user", content="q1", created_at=now)
+    add_message(
+        conversation,
+        role="assistant",
+        content="a1",
+        reply_to=q1,
+        created_at=now + timedelta(seconds=1),
+    )
+    q2 = add_message(conversation, role="user", content="q2", created_at=now + timedelta(seconds=2))
+    last = add_message(
+        conversation,
+        role="assistant",
+        content="",
+        status="failed",
+        error_code="overloaded",
+        reply_to=q2,
+        created_at=now + timedelta(seconds=3),
+    )
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+    visible_regenerate = [b for b in by_testid(html, "regenerate-button") if "hidden" not in b]
+    visible_retry = [b for b in by_testid(html, "retry-button") if "hidden" not in b]
+    assert visible_regenerate == []
+    assert len(visible_retry) == 1
+
+    Message.objects.filter(pk=last.pk).update(status="complete", content="a2")
+    html = client.get(page_url(conversation)).content.decode()
+    visible_regenerate = [b for b in by_testid(html, "regenerate-button") if "hidden" not in b]
+    visible_retry = [b for b in by_testid(html, "retry-button") if "hidden" not in b]
+    assert len(visible_regenerate) == 1
+    assert visible_retry == []
+
+
+def test_answers_show_model_and_token_usage(client, alice):
+    """A finished answer shows the conversation's model and its token usage."""
+    conversation = make_conversation(alice)
+    add_message(conversation, role="assistant", content="hi", input_tokens=12, output_tokens=34)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert ">test-model · 12 in · 34 out</span>" in html
+
+
+def test_settings_dialog_holds_model_and_system_prompt(client, alice, settings):
+    """The settings dialog is prefilled with the conversation's model and system prompt and
+    suggests the default model and the models the user has used."""
+    settings.CHAT_MODEL = "default-model"
+    conversation = make_conversation(alice)
+    Conversation.objects.filter(pk=conversation.pk).update(system_prompt="Be <brief>.")
+    Conversation.objects.create(owner=alice, model="other-model")
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert by_testid(html, "conversation-settings")
+    assert by_testid(html, "settings-model")[0]["value"] == "test-model"
+    assert ">Be &lt;brief&gt;.</textarea>" in html
+    options = [option["value"] for option in elements(html, "option")]
+    assert options == ["default-model", "other-model", "test-model"]
+    assert by_testid(html, "rename-conversation")
+    assert by_testid(html, "delete-conversation")
+    assert by_testid(html, "delete-dialog")
+
+
+def test_conversation_page_exposes_the_urls_for_the_controls(client, alice):
+    """The root element carries the conversation API URL and the regenerate URL template."""
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    (root,) = elements(html, data_chat_root=True)
+    detail = resolve(root["data-conversation-api-url"])
+    assert detail.url_name == "conversation-detail"
+    assert detail.kwargs == {"conversation_id": conversation.pk}
+    placeholder = root["data-placeholder-id"]
+    assert root["data-regenerate-url-template"] == f"/api/v1/messages/{placeholder}/regenerate/"
+    assert root["data-model"] == "test-model"
+    assert root["data-home-url"] == reverse("chat:home")
+
+
+def test_messages_api_tells_which_turn_an_answer_replies_to(client, alice):
+    """The page groups regenerated answers by `reply_to`, which the history API includes."""
+    conversation = make_conversation(alice)
+    question = add_message(conversation, role="user", content="q")
+    answer = add_message(conversation, role="assistant", content="a", reply_to=question)
+    client.force_login(alice)
+
+    response = client.get(reverse("message-list", kwargs={"conversation_id": conversation.pk}))
+
+    replies = {m["id"]: m["reply_to"] for m in response.json()["results"]}
+    assert replies == {str(question.pk): None, str(answer.pk): str(question.pk)}
+
+
+def test_sidebar_starts_collapsed_when_the_reader_collapsed_it(client, alice):
+    """The collapsed-sidebar cookie set by the script is honoured on the next page."""
+    client.force_login(alice)
+
+    (root,) = elements(client.get(reverse("chat:home")).content.decode(), data_chat_root=True)
+    assert "is-sidebar-collapsed" not in root["class"]
+
+    client.cookies["chatsite_sidebar"] = "collapsed"
+    (root,) = elements(client.get(reverse("chat:home")).content.decode(), data_chat_root=True)
+    assert "is-sidebar-collapsed" in root["class"]
+
+
+# --- security headers ---------------------------------------------------------------
+
+EXPECTED_CSP = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "connect-src": "'self'",
+    "font-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
+def csp_of(response) -> dict[str, str]:
+    directives = (part.strip() for part in response["Content-Security-Policy"].split(";"))
+    return dict(part.split(" ", 1) for part in directives if part)
+
+
+@pytest.mark.parametrize("name", ["home", "conversation", "login", "signup"])
+def test_pages_send_a_strict_csp_and_referrer_policy(client, alice, name):
+    """Every page gets the strict policy (no inline script or style, no remote images) and
+    `Referrer-Policy: same-origin`, so stream URLs never leak in a Referer."""
+    if name in ("home", "conversation"):
+        client.force_login(alice)
+    url = {
+        "home": reverse("chat:home"),
+        "conversation": page_url(make_conversation(alice)),
+        "login": reverse("login"),
+        "signup": reverse("signup"),
+    }[name]
+
+    response = client.get(url)
+
+    assert response.status_code == 200
+    assert csp_of(response) == EXPECTED_CSP
+    assert response["Referrer-Policy"] == "same-origin"
+
+
+@pytest.mark.parametrize("name", ["home", "conversation", "login", "signup"])
+def test_our_pages_have_no_inline_script_style_or_handlers(client, alice, name):
+    """Our templates carry no inline <script>, <style>, style="" or on*="" attributes."""
+    if name in ("home", "conversation"):
+        client.force_login(alice)
+    conversation = make_conversation(alice)
+    add_message(conversation, role="assistant", content="| a |\n|--:|\n| 1 |")
+    url = {
+        "home": reverse("chat:home"),
+        "conversation": page_url(conversation),
+        "login": reverse("login"),
+        "signup": reverse("signup"),
+    }[name]
+
+    html = client.get(url).content.decode()
+
+    parser = _Elements()
+    parser.feed(html)
+    for tag, attrs, _ in parser.found:
+        assert tag != "style"
+        if tag == "script":
+            assert attrs.get("src"), "inline script"
+        assert "style" not in attrs, (tag, attrs)
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+
+
+def test_swagger_ui_inline_code_carries_the_csp_nonce(client, alice):
+    """The API docs page runs its inline init script under a per-response nonce."""
+    client.force_login(alice)
+
+    response = client.get(reverse("docs"))
+
+    html = response.content.decode()
+    policy = csp_of(response)
+    nonce = policy["script-src"].split("'nonce-", 1)[1].split("'", 1)[0]
+    assert policy["style-src"] == f"'self' 'nonce-{nonce}'"
+    inline = [s for s in elements(html, "script") if not s.get("src")]
+    assert [s["nonce"] for s in inline] == [nonce]
+    assert f'<style nonce="{nonce}">' in html

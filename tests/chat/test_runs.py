@@ -133,7 +133,7 @@ def test_checkpoints_are_throttled(script, sent, conversation, settings, monkeyp
 
     async def counting(message_id, text):
         saved.append(text)
-        await original(message_id, text)
+        return await original(message_id, text)
 
     monkeypatch.setattr(runs, "_save_checkpoint", counting)
     run_and_listen(str(sent.assistant_message.pk), conversation.pk)

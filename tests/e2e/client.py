@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import httpx
 from httpx_sse import EventSource, connect_sse
@@ -83,11 +84,28 @@ class ChatApi:
 
     @contextmanager
     def stream(
-        self, conversation_id: str, *, last_event_id: str | None = None, timeout: float = 20.0
+        self,
+        conversation_id: str,
+        *,
+        last_event_id: str | None = None,
+        timeout: float = 20.0,
+        resume_via: str = "header",
     ) -> Iterator[OpenStream]:
-        """Mint a stream token and open the conversation stream, as the chat page does."""
+        """Mint a stream token and open the conversation stream, as the chat page does.
+
+        `last_event_id` is sent as the `Last-Event-ID` header (what EventSource does on
+        its own reconnects) or, with `resume_via="query"`, as the `last_event_id` query
+        parameter (what a page reload does).
+        """
         url = self.stream_url(conversation_id)
-        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        headers = {}
+        if last_event_id:
+            if resume_via == "header":
+                headers["Last-Event-ID"] = last_event_id
+            elif resume_via == "query":
+                url += ("&" if "?" in url else "?") + urlencode({"last_event_id": last_event_id})
+            else:
+                raise ValueError(f"resume_via must be 'header' or 'query', not {resume_via!r}")
         with (
             httpx.Client(base_url=self.base_url, timeout=timeout) as client,
             connect_sse(client, "GET", url, headers=headers) as source,

@@ -1,0 +1,423 @@
+"""Start and stop what the benchmark runs: the fake upstream and each system under test.
+
+Every process is started in its own session (process group), pinned to one core
+(`os.sched_setaffinity` before exec, so all its threads stay there) and with its
+open-file limit raised to the hard limit; `Proc.stop()` sends SIGTERM to the group,
+then SIGKILL after a grace period. Output goes to log files under the raw results
+directory, never to a pipe nobody reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SUT_CORE = 0
+HARNESS_CORE = 1
+PG_DSN = "postgres://postgres@127.0.0.1:5432/chatsite_bench"
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _preexec(core: int):
+    def setup() -> None:
+        # If the orchestrator dies without cleaning up, the kernel kills us too.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {core})
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    return setup
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(grace)
+        # Whatever is left of the group (children, or a process ignoring SIGTERM).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def spawn(
+    name: str, cmd: list[str], *, core: int, env: dict | None, logdir: Path, cwd: Path = ROOT
+) -> Proc:
+    log = logdir / f"{name}.log"
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_preexec(core),
+        )
+    return Proc(name, popen, log)
+
+
+def run_checked(cmd: list[str], *, env: dict, logdir: Path, name: str, timeout: float) -> None:
+    """A bounded one-off command on the harness core (migrations, setup scripts)."""
+    log = logdir / f"{name}.log"
+    with open(log, "ab") as out:
+        subprocess.run(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=timeout,
+            preexec_fn=_preexec(HARNESS_CORE),
+        )
+
+
+def wait_http(url: str, ok: set[int], proc: Proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (127.0.0.1 only)
+                if r.status in ok:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code in ok:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not answer {url} within {timeout}s:\n{proc.tail()}")
+
+
+# ------------------------------------------------------------------------- upstream
+
+
+def start_upstream(logdir: Path, tokens: int, tps: float) -> tuple[Proc, str]:
+    """The fake Anthropic server with stamped deltas, on the harness core."""
+    port = free_port()
+    cmd = [PY, "-m", "chat.fake_anthropic", "--stamp", "--tokens", str(tokens)]
+    cmd += ["--tokens-per-second", str(tps), "--port", str(port)]
+    proc = spawn("upstream", cmd, core=HARNESS_CORE, env=dict(os.environ), logdir=logdir)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/_fake/stats", {200}, proc, timeout=20)
+    return proc, url
+
+
+# ---------------------------------------------------------------------------- systems
+
+
+@dataclass
+class System:
+    """A system under test. `kind` tells the load client which flow to drive."""
+
+    name: str
+    label: str
+    kind: str  # "chatsite" or "peer"
+    workdir: Path = field(default_factory=Path)
+    proc: Proc | None = None
+    base_url: str = ""
+
+    def setup(self, logdir: Path) -> None:
+        """Once per benchmark run (databases, migrations)."""
+
+    def start(self, upstream_url: str, logdir: Path) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def teardown(self) -> None:
+        """Once at the end."""
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def sut_procs(self) -> dict:
+        assert self.proc is not None
+        return {"pids": [self.proc.pid]}
+
+    def backing_procs(self) -> dict | None:
+        return None
+
+    def prepare(self, *, streams: int, idle: bool, logdir: Path, tag: str) -> dict:
+        """Per point: what the load client needs (users, conversations, URLs)."""
+        return {}
+
+    def db_counters(self) -> dict | None:
+        return None
+
+
+class Chatsite(System):
+    """chatsite on daphne (`chatsite.server`), production settings, SQLite or PG+Redis."""
+
+    def __init__(self, name: str, label: str, *, postgres: bool) -> None:
+        super().__init__(name=name, label=label, kind="chatsite")
+        self.postgres = postgres
+        self.counts_file: Path | None = None
+
+    def env(self, upstream_url: str = "http://127.0.0.1:9") -> dict:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "chatsite.settings.production",
+                "DJANGO_SECRET_KEY": "bench",
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+                "ANTHROPIC_API_KEY": "bench",
+                "ANTHROPIC_BASE_URL": upstream_url,
+                # The load client is few users with many streams and answers: lift the
+                # per-user stream cap and send throttle (both stay on, just high).
+                "CHAT_MAX_STREAMS_PER_USER": "1000000",
+                "CHAT_SEND_RATE": "1000000/s",
+                "CHAT_STREAM_TOKEN_LIFETIME_SECONDS": "300",
+                "CHAT_DRAIN_SECONDS": "2",
+            }
+        )
+        if self.postgres:
+            env["DATABASE_URL"] = PG_DSN
+            env["REDIS_URL"] = REDIS_URL
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'bench.sqlite3'}"
+            env.pop("REDIS_URL", None)
+        return env
+
+    def setup(self, logdir: Path) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        if self.postgres:
+            _ensure_pg_database()
+            _redis_flush()
+        run_checked(
+            [PY, "manage.py", "migrate", "--no-input"],
+            env=self.env(),
+            logdir=logdir,
+            name=f"{self.name}-migrate",
+            timeout=300,
+        )
+
+    def start(self, upstream_url: str, logdir: Path) -> None:
+        port = free_port()
+        self.counts_file = self.workdir / "db-counts.json"
+        with contextlib.suppress(FileNotFoundError):
+            self.counts_file.unlink()
+        if self.postgres:
+            _redis_flush()  # every point starts with an empty Redis database
+        env = self.env(upstream_url)
+        env["BENCH_DB_COUNTS"] = str(self.counts_file)
+        cmd = [PY, "-m", "bench.sut_launch", "-b", "127.0.0.1", "-p", str(port)]
+        cmd.append("chatsite.asgi:application")
+        self.proc = spawn(self.name, cmd, core=SUT_CORE, env=env, logdir=logdir)
+        self.base_url = f"http://127.0.0.1:{port}"
+        probe = f"{self.base_url}/stream/conversations/00000000-0000-0000-0000-000000000000/"
+        wait_http(probe, {401}, self.proc, timeout=60)
+
+    def prepare(self, *, streams: int, idle: bool, logdir: Path, tag: str) -> dict:
+        out = self.workdir / f"prepare-{tag}.json"
+        users = max(1, streams // 20) if idle else streams
+        cmd = [PY, "-m", "bench.chatsite_setup", "--users", str(users)]
+        cmd += ["--conversations", str(streams), "--out", str(out)]
+        if idle:
+            cmd.append("--stream-tokens")
+        run_checked(cmd, env=self.env(), logdir=logdir, name=f"{self.name}-prepare", timeout=600)
+        return json.loads(out.read_text())
+
+    def backing_procs(self) -> dict | None:
+        if not self.postgres:
+            return None
+        # PostgreSQL backends of the bench database, and the Redis server.
+        return {"match": ["chatsite_bench", "redis-server 127.0.0.1:6379"], "children": False}
+
+    def db_counters(self) -> dict | None:
+        counts: dict = {}
+        if self.counts_file is not None and self.counts_file.exists():
+            with contextlib.suppress(ValueError, OSError):
+                counts.update(json.loads(self.counts_file.read_text()))
+        if self.postgres:
+            try:
+                counts.update(_pg_stats())
+            except Exception as exc:  # e.g. "too many clients" while the server holds them
+                counts["pg_error"] = str(exc)[:200]
+        return counts
+
+    def versions(self) -> dict[str, str]:
+        import daphne
+        import django
+
+        v = {"django": django.get_version(), "daphne": daphne.__version__}
+        if self.postgres:
+            v["postgresql"] = _pg_version()
+            v["redis"] = _redis_version()
+        else:
+            import sqlite3
+
+            v["sqlite"] = sqlite3.sqlite_version
+        return v
+
+
+class StarletteRelay(System):
+    def start(self, upstream_url: str, logdir: Path) -> None:
+        port = free_port()
+        env = dict(os.environ, BENCH_UPSTREAM_URL=upstream_url)
+        cmd = [PY, "-m", "uvicorn", "bench.peers.starlette_relay:app"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        cmd += ["--log-level", "warning", "--loop", "uvloop", "--http", "httptools"]
+        cmd += ["--timeout-graceful-shutdown", "2"]
+        self.proc = spawn(self.name, cmd, core=SUT_CORE, env=env, logdir=logdir)
+        self.base_url = f"http://127.0.0.1:{port}"
+        wait_http(self.base_url + "/health", {200}, self.proc)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        names = ("uvicorn", "sse-starlette", "starlette", "httpx", "uvloop", "httptools")
+        return {n: version(n) for n in names}
+
+
+class NodeRelay(System):
+    def start(self, upstream_url: str, logdir: Path) -> None:
+        port = free_port()
+        cmd = ["node", str(ROOT / "bench/peers/node_relay.js"), "--port", str(port)]
+        cmd += ["--upstream", upstream_url]
+        self.proc = spawn(self.name, cmd, core=SUT_CORE, env=dict(os.environ), logdir=logdir)
+        self.base_url = f"http://127.0.0.1:{port}"
+        wait_http(self.base_url + "/health", {200}, self.proc)
+
+    def versions(self) -> dict[str, str]:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10)
+        return {"node": out.stdout.strip()}
+
+
+def all_systems() -> dict[str, System]:
+    systems: list[System] = [
+        Chatsite("chatsite-sqlite", "chatsite (daphne, SQLite)", postgres=False),
+        Chatsite("chatsite-pg", "chatsite (daphne, PostgreSQL + Redis)", postgres=True),
+        StarletteRelay("starlette", "peer: sse-starlette on uvicorn", kind="peer"),
+        NodeRelay("node", "peer: Node http", kind="peer"),
+    ]
+    return {s.name: s for s in systems}
+
+
+# ------------------------------------------------------------------ PostgreSQL, Redis
+
+
+def _psycopg(dbname: str):
+    import psycopg
+
+    return psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname=dbname, autocommit=True, connect_timeout=5
+    )
+
+
+def _ensure_pg_database() -> None:
+    with _psycopg("postgres") as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = 'chatsite_bench'"
+        ).fetchone()
+        if not found:
+            conn.execute("CREATE DATABASE chatsite_bench")
+
+
+def _pg_stats() -> dict:
+    """Row writes and commits of the bench database, as PostgreSQL counts them."""
+    with _psycopg("postgres") as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted "
+            "FROM pg_stat_database WHERE datname = 'chatsite_bench'"
+        ).fetchone()
+    if row is None:
+        return {}
+    commits, ins, upd, dele = row
+    return {"pg_xact_commit": commits, "pg_tup_written": ins + upd + dele}
+
+
+def _pg_version() -> str:
+    with _psycopg("postgres") as conn:
+        return conn.execute("SHOW server_version").fetchone()[0]
+
+
+def _redis_client():
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+
+
+def _redis_flush() -> None:
+    _redis_client().flushdb()
+
+
+def _redis_version() -> str:
+    return _redis_client().info("server")["redis_version"]
+
+
+def machine_info() -> dict:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError):
+        m = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else ""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory": mem,
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+    }
