@@ -27,7 +27,8 @@ lint: install
 
 test: install
 	bash .ci/ensure-services
-	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 bench: install

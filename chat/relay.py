@@ -47,6 +47,15 @@ class ConversationRelay:
                 self.ended.add(resume.message_id)
             else:
                 self.sent[resume.message_id] = resume.offset
+        elif resume is not None:
+            # We cannot place this position (its message was deleted, or is not in
+            # this conversation): say so, then start over like a fresh client.
+            frames.append(
+                sse.event(
+                    "reset",
+                    {"reason": "unknown_position", "message": "Resume position not found."},
+                )
+            )
         for message in pending:
             frames.extend(await self._replay(message))
         return frames

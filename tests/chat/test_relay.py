@@ -169,3 +169,13 @@ def test_resume_positions_round_trip():
     mid = "7b0c6f8e-3c38-4c4b-9d8e-2f0f4f5b8a11"
     assert ResumePosition.parse(events.event_id(mid, 42)) == ResumePosition(mid, 42)
     assert ResumePosition.parse(events.event_id(mid, None)) == ResumePosition(mid, None)
+
+
+def test_unknown_resume_position_is_reset_explicitly(conversation, assistant, buffer, parse):
+    """A position we cannot place gets a `reset` event, then the fresh-client snapshot."""
+    relay = make_relay(conversation, buffer)
+    unknown = ResumePosition("7b0c6f8e-3c38-4c4b-9d8e-2f0f4f5b8a11", 3)
+    parsed = parse(async_to_sync(relay.catch_up)(unknown))
+    assert [p[0] for p in parsed] == ["reset", "message_start", "delta"]
+    assert parsed[0][1]["reason"] == "unknown_position"
+    assert parsed[2][1]["text"] == "Hello"
