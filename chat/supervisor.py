@@ -83,8 +83,9 @@ class Supervisor:
                 runs.cancel_local(message_id, runs.CANCELLED_BY_USER)
             for message_id in lost:
                 runs.cancel_local(message_id, runs.CANCELLED_AS_LOST)
-        for message in await _expired_runs(exclude=local):
-            await finish_orphan(message)
+        if settings.CHAT_SWEEP_ORPHANS:
+            for message in await _expired_runs(exclude=local):
+                await finish_orphan(message)
 
     # --- shutdown --------------------------------------------------------------------
 

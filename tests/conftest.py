@@ -215,6 +215,10 @@ def start_daphne(django_db_setup, django_db_blocker, tmp_path_factory):
             "DJANGO_SETTINGS_MODULE": "chatsite.settings.test",
             "DATABASE_URL": _database_url(connection.settings_dict),
             "PYTHONUNBUFFERED": "1",
+            # All test processes share one database, but each Redis (or in-memory
+            # layer) is a site of its own: only the shared-Redis cluster sweeps, so
+            # no process ends another site's runs and announces it where nobody listens.
+            "CHAT_SWEEP_ORPHANS": "1" if env.get("REDIS_URL") else "0",
             **env,
         }
         with log.open("w") as out:

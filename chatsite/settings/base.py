@@ -219,6 +219,10 @@ CHAT_SSE_HEARTBEAT_SECONDS = env.float("CHAT_SSE_HEARTBEAT_SECONDS", default=15.
 CHAT_RUN_LEASE = timedelta(seconds=env.float("CHAT_RUN_LEASE_SECONDS", default=15.0))
 CHAT_RUN_HEARTBEAT_SECONDS = env.float("CHAT_RUN_HEARTBEAT_SECONDS", default=5.0)
 CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=20.0)
+# Whether this process ends other processes' orphaned runs. Every process of a
+# site should (the default); only a process that shares a database with another
+# site (as the tests' daphne processes do) must not.
+CHAT_SWEEP_ORPHANS = env.bool("CHAT_SWEEP_ORPHANS", default=True)
 CHAT_REDIS_TIMEOUT = env.float("CHAT_REDIS_TIMEOUT_SECONDS", default=2.0)
 CHAT_MAX_STREAMS_PER_USER = env.int("CHAT_MAX_STREAMS_PER_USER", default=20)
 CHAT_STREAM_TOKEN_LIFETIME = timedelta(
