@@ -13,10 +13,20 @@ class ChatError(Exception):
     default_code = "error"
     default_detail = "The request could not be completed."
 
+    retry_after: int | None = None
+
     def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         self.message = message or self.default_detail
         self.code = code or self.default_code
         super().__init__(self.message)
+
+    @property
+    def body(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
 
 
 class NotFound(ChatError):

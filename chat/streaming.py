@@ -45,10 +45,7 @@ async def conversation_stream(request: HttpRequest, conversation_id) -> Streamin
         resume = _resume_position(request)
         subscription = await _Subscription.open(str(conversation.pk), str(user.pk))
     except ChatError as exc:
-        response = JsonResponse({"code": exc.code, "message": exc.message}, status=exc.status_code)
-        if retry_after := getattr(exc, "retry_after", None):
-            response["Retry-After"] = str(retry_after)
-        return response
+        return JsonResponse(exc.body, status=exc.status_code, headers=exc.headers)
 
     response = StreamingHttpResponse(
         _event_stream(subscription, resume), content_type="text/event-stream"

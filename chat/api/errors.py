@@ -23,10 +23,7 @@ def _first_message(detail) -> str:
 
 def exception_handler(exc, context):
     if isinstance(exc, ChatError):
-        response = Response({"code": exc.code, "message": exc.message}, status=exc.status_code)
-        if retry_after := getattr(exc, "retry_after", None):
-            response["Retry-After"] = str(retry_after)
-        return response
+        return Response(exc.body, status=exc.status_code, headers=exc.headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import queue
 import re
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anthropic
@@ -38,7 +33,6 @@ from anthropic.types import (
 
 from chat.fake_anthropic import count_input_tokens, generated_deltas, parse_directives
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "claude-fake-1"
 T = TypeVar("T")
 
@@ -46,43 +40,10 @@ T = TypeVar("T")
 # ------------------------------------------------------------------------- fixture
 
 
-@pytest.fixture(scope="session")
-def fake_anthropic_url() -> Iterator[str]:
-    """Start ``python -m chat.fake_anthropic`` on a free port; yield its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chat.fake_anthropic", "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        # Keep draining stdout so the child can never block on a full pipe.
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError("fake anthropic did not report listening in 15 s") from None
-            match = re.search(r"fake-anthropic listening on (http://\S+)", line)
-            if match:
-                break
-        yield match.group(1)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+@pytest.fixture
+def fake_anthropic_url(fake_anthropic) -> str:
+    """The session's fake server (tests/conftest.py), started as `python -m chat.fake_anthropic`."""
+    return fake_anthropic.url
 
 
 # ------------------------------------------------------------------------- helpers
