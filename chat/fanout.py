@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
 from . import runs
@@ -75,6 +75,16 @@ class Fanout:
                 joined.set_result(True)
         await asyncio.shield(joined)
         return queue
+
+    async def publish(self, group: str, message: dict) -> None:
+        """Send `message` to every stream of `group`, in every process of the site."""
+        layer = get_channel_layer()
+        if isinstance(layer, InMemoryChannelLayer):
+            # This process is the whole site: no layer round trip (and none of
+            # the in-memory layer's per-receive expiry scan over every group).
+            self._dispatch(message)
+        else:
+            await layer.group_send(group, message)
 
     def unsubscribe(self, group: str, queue: asyncio.Queue) -> None:
         queues = self._queues.get(group)

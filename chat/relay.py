@@ -75,6 +75,13 @@ class ConversationRelay:
 
     # --- live -------------------------------------------------------------------
 
+    async def on_events(self, batch: list[dict]) -> list[bytes]:
+        """Frames for live events that arrived together; adjoining deltas become one."""
+        frames: list[bytes] = []
+        for event in _merge_deltas(batch):
+            frames.extend(await self.on_event(event))
+        return frames
+
     async def on_event(self, event: dict) -> list[bytes]:
         kind = event["event"]
         if kind == "message_start":
@@ -151,6 +158,24 @@ class ConversationRelay:
         return frames
 
 
+def _merge_deltas(batch: list[dict]) -> list[dict]:
+    """Join each run of deltas that continue one another (same message, no gap)."""
+    merged: list[dict] = []
+    for event in batch:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and event["event"] == "delta"
+            and last["event"] == "delta"
+            and last["message_id"] == event["message_id"]
+            and last["start"] + len(last["text"]) == event["start"]
+        ):
+            merged[-1] = {**last, "text": last["text"] + event["text"]}
+        else:
+            merged.append(event)
+    return merged
+
+
 def _snapshot_from_db(message: Message) -> Snapshot:
     message_id = str(message.pk)
     start = events.message_start_data(
@@ -179,7 +204,13 @@ def _snapshot_from_db(message: Message) -> Snapshot:
     return Snapshot(start=start, text=message.content, end=end, error=error)
 
 
-@database_sync_to_async
+def _on_shared_pool(func):
+    """A stream's reads run on the loop's shared thread pool, not on a thread of
+    the stream's own (see chatsite/handlers.py): a stream holds no thread."""
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+@_on_shared_pool
 def _messages_to_replay(conversation_id: str, resume: ResumePosition | None) -> list[Message]:
     assistant = Message.objects.filter(
         conversation_id=conversation_id, role=Message.Role.ASSISTANT
@@ -192,6 +223,6 @@ def _messages_to_replay(conversation_id: str, resume: ResumePosition | None) -> 
     return [anchor, *later]
 
 
-@database_sync_to_async
+@_on_shared_pool
 def _message(message_id: str) -> Message | None:
     return Message.objects.filter(pk=message_id).first()

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
 from . import events
+from . import fanout as fanout_module  # fanout imports this module too
 from .models import Message
 from .providers import ProviderError, ProviderRequest, StreamEnd, TextDelta, get_provider
 from .replay import get_replay_buffer
@@ -132,8 +132,11 @@ class Run:
         if self.job.cancel_requested:  # stopped before it started
             await self._finish(Message.Status.CANCELLED, end, None)
             return
+        # Checkpoints are what a database write per token would cost, paid at
+        # most once per interval: the first after one interval (a short answer
+        # gets none; its final save is enough), then every interval.
         interval = settings.CHAT_CHECKPOINT_INTERVAL
-        last_checkpoint = float("-inf")  # the first delta is saved at once: it marks `streaming`
+        last_checkpoint = time.monotonic()
         try:
             # `aclosing`: however the loop ends — cancelled mid-publish included —
             # the provider stream (and its upstream HTTP request) closes right
@@ -245,7 +248,7 @@ async def publish(group: str, payload: dict, message_id: str) -> None:
     """Best-effort live fan-out: a lost event is repaired from the buffer or database."""
     try:
         async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-            await get_channel_layer().group_send(
+            await fanout_module.fanout.publish(
                 group, {"type": "chat.event", "group": group, **payload}
             )
     except Exception as exc:
@@ -259,13 +262,18 @@ async def publish(group: str, payload: dict, message_id: str) -> None:
 def _load_job(message_id: str) -> RunJob | None:
     from .supervisor import supervisor
 
-    taken = Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(
-        run_owner=supervisor.channel or "",
-        run_lease_expires_at=timezone.now() + settings.CHAT_RUN_LEASE,
-    )
-    if not taken:
+    owner = supervisor.channel or ""
+    pending = Message.objects.filter(pk=message_id, status=Message.Status.PENDING)
+    message = pending.select_related("conversation").first()
+    if message is None:
+        return None  # stopped, deleted or swept before it started
+    # Not leased to us when it was created (see `services._create_answer`):
+    # take the lease now, unless someone else got there first.
+    claimed_at_creation = owner and message.run_owner == owner
+    if not claimed_at_creation and not pending.update(
+        run_owner=owner, run_lease_expires_at=timezone.now() + settings.CHAT_RUN_LEASE
+    ):
         return None
-    message = Message.objects.select_related("conversation").get(pk=message_id)
     conversation = message.conversation
     return RunJob(
         cancel_requested=message.cancel_requested,

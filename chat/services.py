@@ -98,14 +98,18 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
 
 def _create_answer(user_message: Message, *, created_at) -> Message:
     """A pending answer to `user_message`; its run starts once the transaction commits."""
+    from .supervisor import supervisor
+
     answer = Message.objects.create(
         conversation=user_message.conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
         reply_to=user_message,
         created_at=created_at,
-        # Until a run takes it, the lease covers the gap: if this process dies
-        # before the run starts, a sweeper ends the message when it lapses.
+        # The run starts in this process, so the message is born leased to it:
+        # the run needs no write to claim it, and if this process dies before
+        # the run starts, a sweeper ends the message when the lease lapses.
+        run_owner=supervisor.channel or "",
         run_lease_expires_at=created_at + settings.CHAT_RUN_LEASE,
     )
     message_id = str(answer.pk)

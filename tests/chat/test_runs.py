@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from chat import events, runs
-from chat.models import Message
+from chat.fanout import fanout
+from chat.models import Conversation, Message
 from chat.providers import ProviderError, StreamEnd, TextDelta, get_provider
 from chat.replay import get_replay_buffer
 from chat.services import message_send
@@ -40,18 +40,12 @@ def run_and_listen(message_id: str, conversation_id) -> list[dict]:
     """Run to completion while subscribed to the conversation group; return what was published."""
 
     async def go():
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(events.conversation_group(conversation_id), channel)
+        # Subscribed the way a stream is: through the process's fan-out.
+        queue = await fanout.subscribe(events.conversation_group(conversation_id))
         await runs.generate(message_id)
         received = []
-        while True:
-            try:
-                received.append(await layer.receive(channel))
-            except Exception:
-                break
-            if received[-1]["event"] == "message_end":
-                break
+        while not queue.empty():
+            received.append(queue.get_nowait())
         return received
 
     return async_to_sync(go)()
@@ -124,10 +118,8 @@ def test_replay_buffer_holds_text_and_end(script, sent, conversation):
     assert snapshot.end["status"] == "complete"
 
 
-def test_checkpoints_are_throttled(script, sent, conversation, settings, monkeypatch):
-    """Text is checkpointed at most once per interval, not per delta."""
-    settings.CHAT_CHECKPOINT_INTERVAL = 3600
-    script([f"t{i} " for i in range(50)])
+@pytest.fixture
+def saved_checkpoints(monkeypatch) -> list[str]:
     saved = []
     original = runs._save_checkpoint
 
@@ -136,9 +128,64 @@ def test_checkpoints_are_throttled(script, sent, conversation, settings, monkeyp
         return await original(message_id, text)
 
     monkeypatch.setattr(runs, "_save_checkpoint", counting)
+    return saved
+
+
+def test_an_answer_shorter_than_the_interval_is_saved_once(
+    script, sent, conversation, settings, saved_checkpoints
+):
+    """No checkpoint at all within the first interval: the final save has everything."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 3600
+    script([f"t{i} " for i in range(50)])
     run_and_listen(str(sent.assistant_message.pk), conversation.pk)
-    assert saved == ["t0 "]  # the first delta marks it streaming; the final save does the rest
-    assert Message.objects.get(pk=sent.assistant_message.pk).content.endswith("t49 ")
+    assert saved_checkpoints == []
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.content.endswith("t49 ")
+    assert message.status == Message.Status.COMPLETE
+
+
+def test_checkpoints_are_throttled_to_one_per_interval(
+    script, sent, conversation, settings, saved_checkpoints
+):
+    """20 deltas 10 ms apart, interval 50 ms: a checkpoint per ~5 deltas, not one per delta."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.05
+    script([f"t{i} " for i in range(20)], delay=0.01)
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    assert 1 <= len(saved_checkpoints) <= 5, saved_checkpoints
+    # Each checkpoint holds all the text so far: a prefix of the final text.
+    final = Message.objects.get(pk=sent.assistant_message.pk).content
+    assert all(final.startswith(text) for text in saved_checkpoints)
+
+
+def test_a_send_leases_its_answer_so_the_run_starts_without_a_write(sent, conversation):
+    """Sent once the process has its channel, the answer is born leased to it: no claim UPDATE."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.supervisor import supervisor
+
+    async_to_sync(fanout.start)()  # the process's channel: a lease's owner
+    other = Conversation.objects.create(owner=conversation.owner, model="m")
+    answer = message_send(conversation=other, content="Hi").assistant_message
+    assert answer.run_owner == supervisor.channel
+    with CaptureQueriesContext(connection) as queries:
+        job = runs._load_job.func(str(answer.pk))  # the undecorated function, on this thread
+    assert job is not None
+    assert [q["sql"] for q in queries if not q["sql"].startswith("SELECT")] == []
+
+
+def test_an_answer_sent_without_an_owner_is_claimed_by_its_run(sent, conversation):
+    """Sent before the process had its channel (no owner): the run takes the lease itself."""
+    from chat.supervisor import supervisor
+
+    Message.objects.filter(pk=sent.assistant_message.pk).update(run_owner="")
+
+    async def load():
+        await fanout.start()
+        return await runs._load_job(str(sent.assistant_message.pk))
+
+    assert async_to_sync(load)() is not None
+    assert Message.objects.get(pk=sent.assistant_message.pk).run_owner == supervisor.channel
 
 
 def test_checkpoint_makes_partial_text_visible_while_streaming(
