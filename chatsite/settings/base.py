@@ -114,6 +114,11 @@ def tune_sqlite(database: dict) -> None:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             }
         )
+        # Keep connections open: the runs' writes share one thread, and opening
+        # a connection (with the PRAGMAs above) on every checkpoint cost more
+        # than the write. A request's own thread ends with the request, and its
+        # connection is closed with it.
+        database.setdefault("CONN_MAX_AGE", None)
 
 
 use_connection_pool(DATABASES["default"])
@@ -191,6 +196,8 @@ if ANTHROPIC_API_KEY:
             "connect_timeout": env.float("ANTHROPIC_CONNECT_TIMEOUT", default=10.0),
             # Silence longer than this mid-stream is a stall: the SDK default is 10 minutes.
             "read_timeout": env.float("ANTHROPIC_READ_TIMEOUT", default=60.0),
+            # Upstream connections per process: one per answer being generated.
+            "max_connections": env.int("ANTHROPIC_MAX_CONNECTIONS", default=10_000),
         },
     }
 else:
