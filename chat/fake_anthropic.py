@@ -43,6 +43,7 @@ override the server's ``FakeConfig`` for that request only:
 ``disconnect_after=K``  after K deltas drop the TCP connection mid-body
 ``stall_after=K``       after K deltas send nothing more, for ``stall_seconds`` (1 h) or
                         until the client leaves
+``truncate_after=K``    after K deltas end the response cleanly, without ``message_stop``
 ``id=LABEL``            ignored; makes a directive string unique so ``fail_times``
                         counts for one test don't leak into another
 
@@ -120,6 +121,7 @@ class FakeConfig:
     fail_times: int | None = None
     error_after: int | None = None
     disconnect_after: int | None = None
+    truncate_after: int | None = None
     stall_after: int | None = None
     stamp: bool = False
     stall_seconds: float = DEFAULT_STALL_SECONDS
@@ -173,6 +175,7 @@ _INT_KEYS = {
     "fail_times": "fail_times",
     "error_after": "error_after",
     "disconnect_after": "disconnect_after",
+    "truncate_after": "truncate_after",
     "stall_after": "stall_after",
 }
 _FLOAT_KEYS = {
@@ -514,6 +517,8 @@ class _Plan:
             return "disconnect"
         if cfg.stall_after is not None and sent == cfg.stall_after:
             return "stall"
+        if cfg.truncate_after is not None and sent == cfg.truncate_after:
+            return "truncate"
         return None
 
 
@@ -669,6 +674,9 @@ async def _stream(
                 await _pause(request, cfg.stall_seconds)
                 await resp.write_eof()
                 return resp
+            if fault == "truncate":
+                await resp.write_eof()
+                return resp
             if sent == plan.count:
                 break
             if interval:
@@ -713,7 +721,8 @@ async def _complete(
     """Non-streaming answer: same content, delivered after the same generation time.
 
     Faults map to what a non-streaming client would see: `error_after` becomes a 529
-    overloaded error, `disconnect_after` drops the connection with no response, and
+    overloaded error, `disconnect_after` and `truncate_after` drop the connection with
+    no response, and
     `stall_after` never answers.
     """
     stats = request.app[_STATE].stats
@@ -727,7 +736,7 @@ async def _complete(
         if fault == "error":
             error_type, message = _status_error(529)
             return _error_response(529, error_type, message, request_id)
-        if fault == "disconnect":
+        if fault in ("disconnect", "truncate"):
             await _flush_then_abort(request)
             return web.Response(status=500)  # never reaches the client
         if fault == "stall":
@@ -849,6 +858,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--error-after", type=int, default=None)
     parser.add_argument("--disconnect-after", type=int, default=None)
     parser.add_argument("--stall-after", type=int, default=None)
+    parser.add_argument("--truncate-after", type=int, default=None)
     parser.add_argument("--stall-seconds", type=float, default=d.stall_seconds)
 
 
