@@ -84,7 +84,8 @@ class Fanout:
             # the in-memory layer's per-receive expiry scan over every group).
             self._dispatch(message)
         else:
-            await layer.group_send(group, message)
+            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
+                await layer.group_send(group, message)
 
     def unsubscribe(self, group: str, queue: asyncio.Queue) -> None:
         queues = self._queues.get(group)

@@ -33,6 +33,8 @@ class Snapshot:
 
 
 class ReplayBuffer(Protocol):
+    in_process: bool  # True: cannot stall or fail on the network (no timeout needed)
+
     async def start(self, message_id: str, start: dict) -> None: ...
     async def append(self, message_id: str, text: str) -> None: ...
     async def finish(self, message_id: str, end: dict, error: dict | None) -> None: ...
@@ -50,6 +52,8 @@ class _Entry:
 
 class InMemoryReplayBuffer:
     """Per-process buffer for the embedded default (one process, no Redis)."""
+
+    in_process = True
 
     def __init__(self, *, ttl: float = 300.0) -> None:
         self.ttl = ttl
@@ -89,6 +93,8 @@ class RedisReplayBuffer:
     Keys live `streaming_ttl` while the message streams (a safety net if its run
     dies without finishing) and `ttl` after it ends.
     """
+
+    in_process = False
 
     def __init__(
         self,

@@ -1,42 +1,97 @@
-"""Django's ASGI handler, minus one thread and one database connection per open stream.
+"""Django's ASGI handler, with request threads that are reused and let go of by streams.
 
-Django runs each request's sync code (all of our middleware is sync) on a
-thread of the request's own, and keeps that thread, and the database
-connection the request opened on it, until the response ends. For a
-Server-Sent Events stream the response lasts minutes, so every open stream
-held an idle thread (~100 KB) and a pooled database connection: 1,000 streams
-made 1,000 threads, and a pool of 10 let only 10 streams open at once.
+Django runs each request's sync code (all of our middleware is sync, and DRF's
+views) on a thread it makes for that request, and keeps the thread, and the
+database connection the request opened on it, until the response ends. That
+costs twice:
 
-Once a streaming response starts, nothing of the request needs that thread:
-the stream's own database reads run on a shared pool (see `chat/relay.py`).
-So this handler closes the thread's connections (handing them back to the
-pool) and lets the thread go before the first byte is sent.
+* every request starts a thread, and opens a database connection (and a cache
+  connection) on it, then throws all of them away;
+* a Server-Sent Events response lasts minutes, so every open stream held an
+  idle thread and a pooled database connection: 1,000 streams made 1,000
+  threads, and a pool of 10 let only 10 streams open at once.
+
+So this handler gives each request one of a fixed set of long-lived threads
+(the least busy; asgiref's `ThreadSensitiveContext(executor=...)`), whose
+connections are reused like a WSGI server's threads'. When a streaming
+response starts, nothing of the request needs its thread any more (the
+stream's own reads use a shared pool, see `chat/relay.py`): its connections
+are handed back and the thread is free for other requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from asgiref.sync import SyncToAsync
+from asgiref.sync import ThreadSensitiveContext
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
-from django.db import connections
+from django.db import close_old_connections
+
+
+@dataclass
+class _Lease:
+    thread: int
+    released: bool = False
+
+
+class RequestThreads:
+    """`size` single-thread executors; a request takes the least busy one."""
+
+    def __init__(self, size: int) -> None:
+        self.executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"request-{i}")
+            for i in range(size)
+        ]
+        self.busy = [0] * size
+
+    def take(self) -> _Lease:
+        index = min(range(len(self.busy)), key=self.busy.__getitem__)
+        self.busy[index] += 1
+        return _Lease(index)
+
+    def give(self, lease: _Lease) -> None:
+        if not lease.released:
+            lease.released = True
+            self.busy[lease.thread] -= 1
+
+
+_lease: contextvars.ContextVar[_Lease] = contextvars.ContextVar("request_thread_lease")
 
 
 class ChatsiteASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads = RequestThreads(settings.CHAT_REQUEST_THREADS)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        lease = self.threads.take()
+        token = _lease.set(lease)
+        try:
+            executor = self.threads.executors[lease.thread]
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            _lease.reset(token)
+            self.threads.give(lease)
+
     async def send_response(self, response, send):
         if response.streaming:
-            await release_request_thread()
+            await self._let_go_of_thread()
         return await super().send_response(response, send)
 
-
-async def release_request_thread() -> None:
-    """End the current request's thread-sensitive thread, closing its connections first."""
-    context = SyncToAsync.thread_sensitive_context.get(None)
-    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
-    if executor is None:
-        return
-    # Connections are per thread: close them on the thread that opened them.
-    await asyncio.wrap_future(executor.submit(connections.close_all))
-    # A later thread-sensitive call in this request (the response's close, at
-    # the end) gets a fresh thread, which the request's context shuts down.
-    executor.shutdown(wait=False)
+    async def _let_go_of_thread(self) -> None:
+        lease = _lease.get(None)
+        if lease is None:
+            return
+        # Connections are per thread: hand them back on the thread that opened
+        # them (a pooled PostgreSQL connection returns to the pool; a persistent
+        # SQLite connection stays for the thread's next request).
+        executor = self.threads.executors[lease.thread]
+        await asyncio.wrap_future(executor.submit(close_old_connections))
+        self.threads.give(lease)
