@@ -21,23 +21,21 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
         fields = ("id", "title", "system_prompt", "model", "created_at", "updated_at")
 
 
-class MessageOutputSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Message
-        fields = (
-            "id",
-            "role",
-            "content",
-            "status",
-            "stop_reason",
-            "input_tokens",
-            "output_tokens",
-            "error_code",
-            "error_message",
-            "created_at",
-            "completed_at",
-            "reply_to",
-        )
+class MessageOutputSerializer(serializers.Serializer):
+    # Declared field by field, not a ModelSerializer: a ModelSerializer rebuilds
+    # its fields from the model on every request, and every send returns two messages.
+    id = serializers.UUIDField(read_only=True)
+    role = serializers.ChoiceField(choices=Message.Role.choices, read_only=True)
+    content = serializers.CharField(read_only=True)
+    status = serializers.ChoiceField(choices=Message.Status.choices, read_only=True)
+    stop_reason = serializers.CharField(read_only=True)
+    input_tokens = serializers.IntegerField(read_only=True, allow_null=True)
+    output_tokens = serializers.IntegerField(read_only=True, allow_null=True)
+    error_code = serializers.CharField(read_only=True)
+    error_message = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    completed_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    reply_to = serializers.UUIDField(source="reply_to_id", read_only=True, allow_null=True)
 
 
 class StrictCharField(serializers.CharField):
