@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Protocol
@@ -58,6 +59,9 @@ class InMemoryReplayBuffer:
     def __init__(self, *, ttl: float = 300.0) -> None:
         self.ttl = ttl
         self._entries: dict[str, _Entry] = {}
+        # Ended messages in the order they expire (same ttl for all): expiring is
+        # popping from the left, not a scan of every entry.
+        self._expiry: deque[tuple[float, str]] = deque()
 
     async def start(self, message_id: str, start: dict) -> None:
         self._expire()
@@ -70,6 +74,7 @@ class InMemoryReplayBuffer:
         entry = self._entries[message_id]
         entry.end, entry.error = end, error
         entry.expires_at = time.monotonic() + self.ttl
+        self._expiry.append((entry.expires_at, message_id))
 
     async def get(self, message_id: str) -> Snapshot | None:
         entry = self._entries.get(message_id)
@@ -82,9 +87,12 @@ class InMemoryReplayBuffer:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        expired = [k for k, e in self._entries.items() if e.expires_at and e.expires_at < now]
-        for key in expired:
-            del self._entries[key]
+        while self._expiry and self._expiry[0][0] < now:
+            _, message_id = self._expiry.popleft()
+            entry = self._entries.get(message_id)
+            # A message restarted since (a new `start`) is not expired by its old end.
+            if entry is not None and entry.expires_at is not None and entry.expires_at < now:
+                del self._entries[message_id]
 
 
 class RedisReplayBuffer:

@@ -32,16 +32,23 @@ INSTALLED_APPS = [
     "chat",
 ]
 
+# WhiteNoise is sync-only, and it is last on purpose. Django adapts between
+# sync and async once per middleware boundary where the mode changes, and
+# Django's own middleware, run in async mode, hops to a thread for each of
+# its hooks. With the one sync-only middleware innermost, the whole chain runs
+# in sync mode: one hop into a request thread per request (DRF's views are
+# sync anyway), and one back out for the async stream view. Static files are
+# still served by WhiteNoise, after the (cheap, lazy) middleware above it.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
 ]
 
 # --- Security headers. Model output is untrusted HTML-to-be: the policy is the last line of

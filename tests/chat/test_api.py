@@ -748,3 +748,38 @@ def test_docs_use_only_our_static_files(client):
     for asset in assets:
         assert asset.startswith("/static/"), asset
         assert finders.find(asset.removeprefix("/static/")), asset
+
+
+def test_message_output_matches_drf_field_by_field(conversation):
+    """The hand-written `to_representation` says exactly what the declared fields would."""
+    from rest_framework import serializers
+
+    from chat.api.views import MessageOutputSerializer
+
+    now = timezone.now()
+    user_message = Message.objects.create(
+        conversation=conversation, role="user", content="Hi ✓", status="complete", completed_at=now
+    )
+    answers = [
+        Message.objects.create(
+            conversation=conversation, role="assistant", status="pending", reply_to=user_message
+        ),
+        Message(
+            conversation=conversation,
+            role="assistant",
+            content="Done",
+            status="interrupted",
+            stop_reason="",
+            input_tokens=12,
+            output_tokens=0,
+            error_code="run_lost",
+            error_message="Lost.",
+            completed_at=now + timedelta(microseconds=5),
+            reply_to=user_message,
+        ),
+    ]
+    for message in [user_message, *answers]:
+        serializer = MessageOutputSerializer(message)
+        generic = serializers.Serializer.to_representation(serializer, message)
+        assert serializer.data == generic
+        assert list(serializer.data) == list(generic)

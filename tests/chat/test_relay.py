@@ -179,3 +179,25 @@ def test_unknown_resume_position_is_reset_explicitly(conversation, assistant, bu
     assert [p[0] for p in parsed] == ["reset", "message_start", "delta"]
     assert parsed[0][1]["reason"] == "unknown_position"
     assert parsed[2][1]["text"] == "Hello"
+
+
+def test_in_memory_buffer_forgets_ended_messages_after_their_ttl():
+    import asyncio
+
+    async def go():
+        buffer = InMemoryReplayBuffer(ttl=0.05)
+        await buffer.start("a", {"n": "a"})
+        await buffer.append("a", "text")
+        await buffer.finish("a", {"end": True}, None)
+        await buffer.start("b", {"n": "b"})  # still streaming: never expires
+        await buffer.start("c", {"n": "c"})
+        await buffer.finish("c", {"end": True}, None)
+        await buffer.start("c", {"n": "c again"})  # restarted: its old end no longer counts
+        assert (await buffer.get("a")).text == "text"
+        await asyncio.sleep(0.06)
+        await buffer.start("d", {"n": "d"})  # expiry runs on start
+        return [await buffer.get(k) for k in "abcd"]
+
+    a, b, c, d = asyncio.run(go())
+    assert a is None
+    assert b is not None and c.start == {"n": "c again"} and d is not None
