@@ -375,7 +375,14 @@ def plot(groups: dict, meta: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = meta["labels"]
-    colors = {"chatsite-sqlite": "C0", "chatsite-pg": "C1", "starlette": "C2", "node": "C3"}
+    colors = {
+        "chatsite-sqlite": "C0",
+        "chatsite-pg": "C1",
+        "starlette": "C2",
+        "node": "C3",
+        "chatsite-uvicorn": "C4",
+        "chatsite-pg-uvicorn": "C5",
+    }
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     (ax_lat, ax_tps), (ax_cpu, ax_rss) = axes
     systems = list(labels)

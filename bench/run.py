@@ -210,7 +210,7 @@ def _start_profiler(system: System, rawdir: Path, tag: str):
     pyspy = shutil.which("py-spy", path=f"{Path(PY).parent}:{os.environ.get('PATH', '')}")
     if system.proc is None or system.name == "node" or pyspy is None:
         return None
-    cmd = [pyspy, "record", "--pid", str(system.proc.pid), "--rate", "100"]
+    cmd = [pyspy, "record", "--pid", str(system.proc.pid), "--rate", "100", "--gil"]
     cmd += ["--nonblocking", "--format", "raw", "--output", str(rawdir / f"{tag}.pyspy.txt")]
     return spawn(f"py-spy-{tag}", cmd, core=HARNESS_CORE, env=None, logdir=rawdir / "logs")
 

@@ -1,5 +1,6 @@
-"""`python -m bench.sut_launch ARGS...` = `python -m chatsite.server ARGS...` plus a
-database write counter (the benchmark's only addition to the process under test).
+"""`python -m bench.sut_launch MODULE ARGS...` = `python -m MODULE ARGS...` (MODULE is
+`chatsite.server` for daphne or `chatsite.uvicorn_server`) plus a database write
+counter (the benchmark's only addition to the process under test).
 
 Every database connection Django opens gets one more `execute_wrapper` that counts
 statements, write statements (INSERT/UPDATE/DELETE) and the rows they wrote. A
@@ -70,8 +71,9 @@ def main() -> None:
     if path:
         connection_created.connect(_on_connection, weak=False)
         threading.Thread(target=_writer, args=(path,), daemon=True).start()
-    sys.argv[0] = "chatsite.server"
-    runpy.run_module("chatsite.server", run_name="__main__", alter_sys=True)
+    module = sys.argv.pop(1)
+    sys.argv[0] = module
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -203,11 +203,13 @@ class System:
 
 
 class Chatsite(System):
-    """chatsite on daphne (`chatsite.server`), production settings, SQLite or PG+Redis."""
+    """chatsite as deployed, production settings, SQLite or PG+Redis, on one of its
+    two servers: daphne (`chatsite.server`) or uvicorn (`chatsite.uvicorn_server`)."""
 
-    def __init__(self, name: str, label: str, *, postgres: bool) -> None:
+    def __init__(self, name: str, label: str, *, postgres: bool, server: str = "daphne") -> None:
         super().__init__(name=name, label=label, kind="chatsite")
         self.postgres = postgres
+        self.server = server
         self.counts_file: Path | None = None
 
     def env(self, upstream_url: str = "http://127.0.0.1:9") -> dict:
@@ -257,8 +259,12 @@ class Chatsite(System):
             _redis_flush()  # every point starts with an empty Redis database
         env = self.env(upstream_url)
         env["BENCH_DB_COUNTS"] = str(self.counts_file)
-        cmd = [PY, "-m", "bench.sut_launch", "-b", "127.0.0.1", "-p", str(port)]
-        cmd.append("chatsite.asgi:application")
+        if self.server == "uvicorn":
+            cmd = [PY, "-m", "bench.sut_launch", "chatsite.uvicorn_server"]
+            cmd += ["--host", "127.0.0.1", "--port", str(port)]
+        else:
+            cmd = [PY, "-m", "bench.sut_launch", "chatsite.server"]
+            cmd += ["-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
         self.proc = spawn(self.name, cmd, core=SUT_CORE, env=env, logdir=logdir)
         self.base_url = f"http://127.0.0.1:{port}"
         probe = f"{self.base_url}/stream/conversations/00000000-0000-0000-0000-000000000000/"
@@ -296,7 +302,13 @@ class Chatsite(System):
         import daphne
         import django
 
-        v = {"django": django.get_version(), "daphne": daphne.__version__}
+        v = {"django": django.get_version()}
+        if self.server == "uvicorn":
+            import uvicorn
+
+            v["uvicorn"] = uvicorn.__version__
+        else:
+            v["daphne"] = daphne.__version__
         if self.postgres:
             v["postgresql"] = _pg_version()
             v["redis"] = _redis_version()
@@ -344,6 +356,15 @@ def all_systems() -> dict[str, System]:
     systems: list[System] = [
         Chatsite("chatsite-sqlite", "chatsite (daphne, SQLite)", postgres=False),
         Chatsite("chatsite-pg", "chatsite (daphne, PostgreSQL + Redis)", postgres=True),
+        Chatsite(
+            "chatsite-uvicorn", "chatsite (uvicorn, SQLite)", postgres=False, server="uvicorn"
+        ),
+        Chatsite(
+            "chatsite-pg-uvicorn",
+            "chatsite (uvicorn, PostgreSQL + Redis)",
+            postgres=True,
+            server="uvicorn",
+        ),
         StarletteRelay("starlette", "peer: sse-starlette on uvicorn", kind="peer"),
         NodeRelay("node", "peer: Node http", kind="peer"),
     ]

@@ -77,20 +77,24 @@ def message_history_for_run(*, message: Message) -> list[ChatTurn]:
     attempts at a regenerated turn, and any attempt at the turn being answered
     now, are left out.
     """
+    # Plain tuples, not model instances: a long conversation's history is read
+    # for every answer, and building a `Message` per row was most of that cost.
     earlier = list(
-        message.conversation.messages.filter(created_at__lt=message.created_at).order_by(
-            "created_at"
+        Message.objects.filter(
+            conversation_id=message.conversation_id, created_at__lt=message.created_at
         )
+        .order_by("created_at")
+        .values_list("pk", "role", "content", "reply_to_id")
     )
-    latest_answer: dict[object, Message] = {}
-    for m in earlier:
-        turn = m.reply_to_id or m.pk  # answers stored without `reply_to` stand alone
-        if m.role == Message.Role.ASSISTANT and m.content and turn != message.reply_to_id:
-            latest_answer[turn] = m  # later attempts overwrite earlier ones
+    latest_answer: dict[object, object] = {}  # turn -> pk of its latest non-empty answer
+    for pk, role, content, reply_to_id in earlier:
+        turn = reply_to_id or pk  # answers stored without `reply_to` stand alone
+        if role == Message.Role.ASSISTANT and content and turn != message.reply_to_id:
+            latest_answer[turn] = pk  # later attempts overwrite earlier ones
     turns = []
-    for m in earlier:
-        if m.role == Message.Role.USER:
-            turns.append(ChatTurn(role="user", content=m.content))
-        elif latest_answer.get(m.reply_to_id or m.pk) is m:
-            turns.append(ChatTurn(role="assistant", content=m.content))
+    for pk, role, content, reply_to_id in earlier:
+        if role == Message.Role.USER:
+            turns.append(ChatTurn(role="user", content=content))
+        elif latest_answer.get(reply_to_id or pk) == pk:
+            turns.append(ChatTurn(role="assistant", content=content))
     return turns

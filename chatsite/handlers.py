@@ -68,6 +68,9 @@ class ChatsiteASGIHandler(ASGIHandler):
         self.threads = RequestThreads(settings.CHAT_REQUEST_THREADS)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         lease = self.threads.take()
@@ -79,6 +82,23 @@ class ChatsiteASGIHandler(ASGIHandler):
         finally:
             _lease.reset(token)
             self.threads.give(lease)
+
+    async def _lifespan(self, receive, send) -> None:
+        """Servers that speak the ASGI lifespan protocol (uvicorn) start the run
+        supervisor with the process and drain it at shutdown; daphne does both in
+        `chatsite.server` instead."""
+        from chat.supervisor import supervisor
+
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await supervisor.ensure_started()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if not supervisor.draining:
+                    await supervisor.drain()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def send_response(self, response, send):
         if response.streaming:

@@ -207,9 +207,23 @@ def start_daphne(django_db_setup, django_db_blocker, tmp_path_factory):
 
     started: list[subprocess.Popen] = []
 
-    def start(**env: str) -> Server:
+    def start(server: str = "daphne", **env: str) -> Server:
+        """`server="uvicorn"` serves the site with `chatsite.uvicorn_server` instead."""
         port = free_port()
-        log = tmp_path_factory.mktemp("daphne") / f"daphne-{port}.log"
+        log = tmp_path_factory.mktemp(server) / f"{server}-{port}.log"
+        command = {
+            "daphne": [
+                "chatsite.server",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--access-log",
+                "-",
+                "chatsite.asgi:application",
+            ],
+            "uvicorn": ["chatsite.uvicorn_server", "--host", "127.0.0.1", "--port", str(port)],
+        }[server]
         environment = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "chatsite.settings.test",
@@ -223,18 +237,7 @@ def start_daphne(django_db_setup, django_db_blocker, tmp_path_factory):
         }
         with log.open("w") as out:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "chatsite.server",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "--access-log",
-                    "-",
-                    "chatsite.asgi:application",
-                ],
+                [sys.executable, "-m", *command],
                 cwd=ROOT,
                 env=environment,
                 stdout=out,
