@@ -60,7 +60,8 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
     """Store the user's message and an empty assistant message, then start the run.
 
     One run per conversation: a send while an answer is pending or streaming is
-    refused with `RunActive` (the database constraint settles races).
+    refused with `RunActive`. The database constraint decides (the answer's INSERT
+    fails and the transaction rolls back), so a send costs no extra query to ask.
     """
     _refuse_while_draining()
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -69,8 +70,6 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
         )
     try:
         with transaction.atomic():
-            if selectors.message_active(conversation=conversation) is not None:
-                raise RunActive()
             now = timezone.now()
             user_message = Message.objects.create(
                 conversation=conversation,
@@ -88,8 +87,9 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
                 conversation.title = " ".join(content.split())[:_TITLE_LENGTH]
             conversation.save(update_fields=["title", "updated_at"])
     except IntegrityError as exc:
-        # Lost a race with another send: the constraint fired. (Databases word
-        # the error differently, so ask the data, not the message.)
+        # An answer is already active (or another send won a race): the
+        # constraint fired. Databases word the error differently, so ask the
+        # data, not the message.
         if not conversation.messages.filter(status__in=Message.ACTIVE_STATUSES).exists():
             raise
         raise RunActive() from exc
