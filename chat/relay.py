@@ -73,6 +73,35 @@ class ConversationRelay:
             frames.extend(self._end(message_id, snapshot.end, snapshot.error))
         return frames
 
+    # --- a message that went quiet ---------------------------------------------
+
+    @property
+    def in_flight(self) -> bool:
+        """A message has started on this stream and not ended."""
+        return bool(self.sent)
+
+    async def check_in_flight(self) -> list[bytes]:
+        """Nothing has arrived for a while on a message that has not ended: ask the
+        buffer (or the database) for what the channel layer, at-most-once, may have
+        dropped — the tail of the text, and above all `message_end`.
+
+        Raises if the buffer cannot be read (Redis is away): the stream should end,
+        so its client reconnects and resumes once it can be served again.
+        """
+        frames: list[bytes] = []
+        for message_id in list(self.sent):
+            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
+                snapshot = await self.buffer.get(message_id)
+            if snapshot is None:  # expired from the buffer: the database has it
+                message = await _message(message_id)
+                if message is None:
+                    continue
+                snapshot = _snapshot_from_db(message)
+            frames.extend(self._text_from(message_id, snapshot.text))
+            if snapshot.end is not None:
+                frames.extend(self._end(message_id, snapshot.end, snapshot.error))
+        return frames
+
     # --- live -------------------------------------------------------------------
 
     async def on_events(self, batch: list[dict]) -> list[bytes]:

@@ -190,6 +190,8 @@ class Run:
         start = self.length
         self.parts.append(delta.text)
         self.length += len(delta.text)
+        # Buffered before it is published: whatever a viewer has seen, the buffer
+        # has (a sweeper saves the buffer's text if this process dies).
         await self._buffered(self.buffer.append(self.id, delta.text))
         await self._publish(
             {"event": "delta", "message_id": self.id, "start": start, "text": delta.text}

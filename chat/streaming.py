@@ -120,20 +120,41 @@ class _Subscription:
 async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> AsyncIterator[bytes]:
     relay = ConversationRelay(conversation_id=sub.conversation_id, buffer=get_replay_buffer())
     heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
+    quiet = settings.CHAT_SSE_QUIET_SECONDS
+    loop = asyncio.get_running_loop()
     try:
         yield sse.retry(settings.CHAT_SSE_RETRY_MS)
         for frame in await relay.catch_up(resume):
             yield frame
+        last_write = loop.time()
         queue = sub.queue
         while True:
+            # While a message is in flight, wait at most `quiet` seconds for its
+            # next event, then ask stored state (see `ConversationRelay.check_in_flight`).
+            wait = min(quiet, heartbeat) if relay.in_flight else heartbeat
             try:
                 # `asyncio.timeout`, not `wait_for`: no extra task per event.
-                async with asyncio.timeout(heartbeat):
+                async with asyncio.timeout(wait):
                     batch = [await queue.get()]
             except TimeoutError:
-                yield sse.HEARTBEAT
-                with contextlib.suppress(Exception):
-                    await get_stream_slots().refresh(sub.user_id, sub.id)
+                frames = []
+                if relay.in_flight:
+                    try:
+                        frames = await relay.check_in_flight()
+                    except Exception as exc:
+                        # Stored state is out of reach (Redis away): end the stream;
+                        # EventSource reconnects and resumes when it can be served.
+                        logger.warning("stream ends, its message went quiet: %r", exc)
+                        return
+                if frames:
+                    yield b"".join(frames)
+                elif loop.time() - last_write >= heartbeat - 0.01:
+                    yield sse.HEARTBEAT
+                    with contextlib.suppress(Exception):
+                        await get_stream_slots().refresh(sub.user_id, sub.id)
+                else:
+                    continue
+                last_write = loop.time()
                 continue
             # Whatever else queued up while this stream waited for the event
             # loop goes out in the same write: under load, fewer, larger writes.
@@ -145,6 +166,7 @@ async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> As
             frames = await relay.on_events(batch)
             if frames:
                 yield b"".join(frames)
+                last_write = loop.time()
             if closed:
                 # The process can no longer feed this stream (layer failure or
                 # shutdown). End cleanly: the browser reconnects with its last

@@ -28,3 +28,17 @@ class RedactTokensFilter(logging.Filter):
         elif isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         return True
+
+
+class OneLineErrors(logging.Filter):
+    """Turn a record's traceback into one line: for libraries that log a full
+    traceback for an expected outage every second (channels_redis's pub/sub
+    receive loop while Redis is down), which would bury everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True

@@ -156,7 +156,23 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # (chat/fanout.py), so it needs far more room than the default 100 messages.
 _CHANNEL_CAPACITY = {"specific.*": env.int("CHAT_LAYER_CAPACITY", default=20_000)}
 REDIS_URL = redis_url()
-if REDIS_URL:
+if REDIS_URL and env.str("CHAT_REDIS_LAYER", default="pubsub") == "pubsub":
+    # Redis PUBLISH/SUBSCRIBE: one round trip per event, pushed to each process's
+    # subscription. channels_redis's list-based layer takes about five (group
+    # lookup, expiry, a Lua send, a blocking pop) and was most of the CPU per
+    # token with Redis (see the README's performance section). Both are
+    # at-most-once; streams repair what is lost from the replay buffer.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}
+                ],
+            },
+        }
+    }
+elif REDIS_URL:  # CHAT_REDIS_LAYER=core: channels_redis's list-based layer
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -231,6 +247,9 @@ CHAT_REQUEST_THREADS = env.int("CHAT_REQUEST_THREADS", default=8)
 CHAT_CHECKPOINT_INTERVAL = env.float("CHAT_CHECKPOINT_INTERVAL", default=0.5)
 CHAT_SSE_RETRY_MS = env.int("CHAT_SSE_RETRY_MS", default=2000)
 CHAT_SSE_HEARTBEAT_SECONDS = env.float("CHAT_SSE_HEARTBEAT_SECONDS", default=15.0)
+# A message in flight that a stream hears nothing about for this long is looked
+# up in stored state (the channel layer is at-most-once: its end may be lost).
+CHAT_SSE_QUIET_SECONDS = env.float("CHAT_SSE_QUIET_SECONDS", default=3.0)
 # Runs hold a lease renewed every heartbeat; a run whose lease lapses (its
 # process died) is ended `interrupted` by any process's sweeper.
 CHAT_RUN_LEASE = timedelta(seconds=env.float("CHAT_RUN_LEASE_SECONDS", default=15.0))
@@ -286,7 +305,10 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_tokens": {"()": "chatsite.logging.RedactTokensFilter"}},
+    "filters": {
+        "redact_tokens": {"()": "chatsite.logging.RedactTokensFilter"},
+        "one_line_errors": {"()": "chatsite.logging.OneLineErrors"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"]},
     },
@@ -295,5 +317,6 @@ LOGGING = {
         "django.channels.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
+        "channels_redis.pubsub": {"filters": ["one_line_errors"]},
     },
 }

@@ -201,3 +201,47 @@ def test_in_memory_buffer_forgets_ended_messages_after_their_ttl():
     a, b, c, d = asyncio.run(go())
     assert a is None
     assert b is not None and c.start == {"n": "c again"} and d is not None
+
+
+def test_a_quiet_message_is_finished_from_the_buffer_when_its_end_was_lost(
+    conversation, assistant, buffer, parse
+):
+    """The layer dropped the last delta and `message_end`: the quiet check delivers both."""
+    relay = make_relay(conversation, buffer)
+    async_to_sync(relay.catch_up)(None)  # the client has "Hello"
+    assert relay.in_flight
+    mid = str(assistant.pk)
+    async_to_sync(buffer.append)(mid, " world")
+    end = events.message_end_data(
+        message_id=mid, status="complete", stop_reason="end_turn", input_tokens=1, output_tokens=2
+    )
+    async_to_sync(buffer.finish)(mid, end, None)
+    parsed = parse(async_to_sync(relay.check_in_flight)())
+    assert text_of(parsed) == " world"
+    assert [name for name, _, _ in parsed] == ["delta", "message_end"]
+    assert not relay.in_flight
+    assert async_to_sync(relay.check_in_flight)() == []  # nothing twice
+
+
+def test_a_quiet_message_falls_back_to_the_database(conversation, assistant, parse):
+    """Not in the buffer (expired, or Redis flushed): the database's final state ends it."""
+    relay = make_relay(conversation, InMemoryReplayBuffer())
+    async_to_sync(relay.catch_up)(None)  # from the database: "Hel"
+    Message.objects.filter(pk=assistant.pk).update(content="Hello", status="cancelled")
+    parsed = parse(async_to_sync(relay.check_in_flight)())
+    assert text_of(parsed) == "lo"
+    assert parsed[-1][0] == "message_end" and parsed[-1][1]["status"] == "cancelled"
+
+
+def test_a_quiet_check_that_cannot_reach_the_buffer_raises(conversation, assistant, buffer):
+    """Redis away: the stream must end (its client reconnects), not wait silently."""
+
+    class Down(InMemoryReplayBuffer):
+        async def get(self, message_id):
+            raise ConnectionError("redis is down")
+
+    relay = make_relay(conversation, buffer)
+    async_to_sync(relay.catch_up)(None)
+    relay.buffer = Down()
+    with pytest.raises(ConnectionError):
+        async_to_sync(relay.check_in_flight)()
