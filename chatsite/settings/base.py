@@ -156,6 +156,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # (chat/fanout.py), so it needs far more room than the default 100 messages.
 _CHANNEL_CAPACITY = {"specific.*": env.int("CHAT_LAYER_CAPACITY", default=20_000)}
 REDIS_URL = redis_url()
+# A socket timeout above channels_redis's 5 s BZPOPMIN (its list-based layer), so
+# an idle receive is not cut off by redis-py's own timeout.
+_REDIS_HOSTS = [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}]
 if REDIS_URL and env.str("CHAT_REDIS_LAYER", default="pubsub") == "pubsub":
     # Redis PUBLISH/SUBSCRIBE: one round trip per event, pushed to each process's
     # subscription. channels_redis's list-based layer takes about five (group
@@ -165,25 +168,14 @@ if REDIS_URL and env.str("CHAT_REDIS_LAYER", default="pubsub") == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {
-                "hosts": [
-                    {"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}
-                ],
-            },
+            "CONFIG": {"hosts": _REDIS_HOSTS},
         }
     }
 elif REDIS_URL:  # CHAT_REDIS_LAYER=core: channels_redis's list-based layer
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # A socket timeout above channels_redis's 5 s BZPOPMIN, so an idle
-                # receive is not cut off by redis-py's own timeout.
-                "hosts": [
-                    {"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}
-                ],
-                "channel_capacity": _CHANNEL_CAPACITY,
-            },
+            "CONFIG": {"hosts": _REDIS_HOSTS, "channel_capacity": _CHANNEL_CAPACITY},
         }
     }
 else:
