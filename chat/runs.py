@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 # Runs owned by this process, by message id. Holding the task also keeps the
 # event loop from garbage-collecting it while it runs.
 _tasks: dict[str, asyncio.Task] = {}
+# Runs whose coroutine has begun (a task cancelled before its first step never runs it).
+_started: set[str] = set()
 # Why a local run is being cancelled: the user's stop, or this process shutting down.
 _cancel_reasons: dict[str, str] = {}
 
@@ -43,22 +45,51 @@ CANCELLED_BY_SHUTDOWN = "shutdown"
 CANCELLED_AS_LOST = "lost"
 
 
-def start_run(message_id: str) -> None:
-    """Start the run for `message_id` on the server's event loop (call from sync code)."""
-    async_to_sync(astart_run)(message_id)
+def start_run(job: RunJob) -> None:
+    """Start `job`'s run on the server's event loop (call from sync code, after commit).
+
+    From a request thread the run is handed to the loop without waiting for it:
+    the send's response need not wait for the loop to get round to it, and a
+    stop asked afterwards still finds the task (the loop runs callbacks in order).
+    """
+    from .supervisor import supervisor
+
+    loop = supervisor.loop
+    if loop is not None and loop.is_running() and not _on_loop(loop):
+        loop.call_soon_threadsafe(_create_task, job)
+    else:
+        async_to_sync(astart_run)(job)
 
 
-async def astart_run(message_id: str) -> asyncio.Task:
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+async def astart_run(job: RunJob) -> asyncio.Task:
+    return _create_task(job)
+
+
+def _create_task(job: RunJob) -> asyncio.Task:
+    message_id = job.message_id
     # A fresh context: the run must not inherit the request's thread-sensitive
     # executor (and with it a thread and DB connection per request).
     task = asyncio.get_running_loop().create_task(
-        generate(message_id), name=f"run-{message_id}", context=contextvars.Context()
+        generate(job), name=f"run-{message_id}", context=contextvars.Context()
     )
     _tasks[message_id] = task
 
     def forget(_: asyncio.Task) -> None:
         _tasks.pop(message_id, None)
-        _cancel_reasons.pop(message_id, None)
+        reason = _cancel_reasons.pop(message_id, None)
+        if task.cancelled() and message_id not in _started and reason == CANCELLED_BY_USER:
+            # Stopped before its first step: the coroutine never ran, so nothing
+            # ended the answer. End it now, as a run that finds it stopped does.
+            job.cancel_requested = True
+            _create_task(job)
+        _started.discard(message_id)
 
     task.add_done_callback(forget)
     return task
@@ -102,15 +133,44 @@ class RunJob:
     start: dict
     request: ProviderRequest
     cancel_requested: bool = False
+    # Created before this process had its fan-out channel: the run takes the lease.
+    needs_claim: bool = False
 
 
-async def generate(message_id: str) -> None:
+def build_job(message: Message) -> RunJob:
+    """What a run needs to know about pending answer `message` (one query: the history).
+
+    Called in the transaction that creates the answer, so the run starts without
+    reading the database again.
+    """
+    conversation = message.conversation
+    return RunJob(
+        cancel_requested=message.cancel_requested,
+        needs_claim=not message.run_owner,
+        message_id=str(message.pk),
+        conversation_id=str(conversation.pk),
+        start=events.message_start_data(
+            message_id=str(message.pk),
+            role=message.role,
+            status=Message.Status.STREAMING,
+            created_at=message.created_at.isoformat(),
+        ),
+        request=ProviderRequest(
+            model=conversation.model,
+            system=conversation.system_prompt,
+            messages=message_history_for_run(message=message),
+            max_tokens=settings.CHAT_MAX_TOKENS,
+        ),
+    )
+
+
+async def generate(job: RunJob) -> None:
     from .supervisor import supervisor
 
+    _started.add(job.message_id)
     await supervisor.ensure_started()
-    job = await _load_job(message_id)
-    if job is None:
-        return
+    if job.needs_claim and not await _claim(job.message_id, supervisor.channel or ""):
+        return  # stopped, deleted, swept or claimed before it started
     await Run(job).execute()
 
 
@@ -127,17 +187,17 @@ class Run:
 
     async def execute(self) -> None:
         status, end, error = Message.Status.COMPLETE, StreamEnd(), None
-        await self._buffered(self.buffer.start(self.id, self.job.start))
-        await self._publish({"event": "message_start", "data": self.job.start})
-        if self.job.cancel_requested:  # stopped before it started
-            await self._finish(Message.Status.CANCELLED, end, None)
-            return
         # Checkpoints are what a database write per token would cost, paid at
         # most once per interval: the first after one interval (a short answer
         # gets none; its final save is enough), then every interval.
         interval = settings.CHAT_CHECKPOINT_INTERVAL
         last_checkpoint = time.monotonic()
         try:
+            await self._buffered(self.buffer.start(self.id, self.job.start))
+            await self._publish({"event": "message_start", "data": self.job.start})
+            if self.job.cancel_requested:  # stopped before it started
+                await self._finish(Message.Status.CANCELLED, end, None)
+                return
             # `aclosing`: however the loop ends — cancelled mid-publish included —
             # the provider stream (and its upstream HTTP request) closes right
             # away, before the final saves below.
@@ -262,38 +322,12 @@ async def publish(group: str, payload: dict, message_id: str) -> None:
 
 
 @database_sync_to_async
-def _load_job(message_id: str) -> RunJob | None:
-    from .supervisor import supervisor
-
-    owner = supervisor.channel or ""
-    pending = Message.objects.filter(pk=message_id, status=Message.Status.PENDING)
-    message = pending.select_related("conversation").first()
-    if message is None:
-        return None  # stopped, deleted or swept before it started
-    # Not leased to us when it was created (see `services._create_answer`):
-    # take the lease now, unless someone else got there first.
-    claimed_at_creation = owner and message.run_owner == owner
-    if not claimed_at_creation and not pending.update(
-        run_owner=owner, run_lease_expires_at=timezone.now() + settings.CHAT_RUN_LEASE
-    ):
-        return None
-    conversation = message.conversation
-    return RunJob(
-        cancel_requested=message.cancel_requested,
-        message_id=str(message.pk),
-        conversation_id=str(conversation.pk),
-        start=events.message_start_data(
-            message_id=str(message.pk),
-            role=message.role,
-            status=Message.Status.STREAMING,
-            created_at=message.created_at.isoformat(),
-        ),
-        request=ProviderRequest(
-            model=conversation.model,
-            system=conversation.system_prompt,
-            messages=message_history_for_run(message=message),
-            max_tokens=settings.CHAT_MAX_TOKENS,
-        ),
+def _claim(message_id: str, owner: str) -> bool:
+    """Lease a pending answer that was created without an owner; False if it is gone."""
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.PENDING, run_owner="").update(
+            run_owner=owner, run_lease_expires_at=timezone.now() + settings.CHAT_RUN_LEASE
+        )
     )
 
 

@@ -112,8 +112,8 @@ def _create_answer(user_message: Message, *, created_at) -> Message:
         run_owner=supervisor.channel or "",
         run_lease_expires_at=created_at + settings.CHAT_RUN_LEASE,
     )
-    message_id = str(answer.pk)
-    transaction.on_commit(lambda: runs.start_run(message_id))
+    job = runs.build_job(answer)
+    transaction.on_commit(lambda: runs.start_run(job))
     return answer
 
 

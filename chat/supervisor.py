@@ -44,6 +44,11 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the supervisor (and every run of this process) lives on."""
+        return self._loop
+
+    @property
     def channel(self) -> str | None:
         return fanout.channel
 

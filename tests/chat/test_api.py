@@ -374,7 +374,7 @@ def test_send_starts_one_run_after_commit(
 ):
     """A 201 send starts exactly one run, for the returned assistant message, after commit."""
     started: list[str] = []
-    monkeypatch.setattr("chat.runs.start_run", started.append)
+    monkeypatch.setattr("chat.runs.start_run", lambda job: started.append(job.message_id))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = send(api_client, conversation)
         assert started == []
@@ -389,7 +389,7 @@ def test_refused_send_starts_no_run(
     """A send refused with 409 schedules no run."""
     assert send(api_client, conversation).status_code == 201
     started: list[str] = []
-    monkeypatch.setattr("chat.runs.start_run", started.append)
+    monkeypatch.setattr("chat.runs.start_run", lambda job: started.append(job.message_id))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert send(api_client, conversation).status_code == 409
     assert callbacks == []

@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync
 from chat import events, runs
 from chat.fanout import fanout
 from chat.models import Conversation, Message
-from chat.providers import ProviderError, StreamEnd, TextDelta, get_provider
+from chat.providers import ChatTurn, ProviderError, StreamEnd, TextDelta, get_provider
 from chat.replay import get_replay_buffer
 from chat.services import message_send
 
@@ -32,8 +32,12 @@ def script(settings):
 @pytest.fixture
 def sent(conversation, monkeypatch):
     """A sent message whose run has not started yet."""
-    monkeypatch.setattr(runs, "start_run", lambda message_id: None)
+    monkeypatch.setattr(runs, "start_run", lambda job: jobs.__setitem__(job.message_id, job))
     return message_send(conversation=conversation, content="Hi there")
+
+
+# The jobs sends prepared, by message id (what `start_run` would have started).
+jobs: dict[str, runs.RunJob] = {}
 
 
 def run_and_listen(message_id: str, conversation_id) -> list[dict]:
@@ -42,7 +46,7 @@ def run_and_listen(message_id: str, conversation_id) -> list[dict]:
     async def go():
         # Subscribed the way a stream is: through the process's fan-out.
         queue = await fanout.subscribe(events.conversation_group(conversation_id))
-        await runs.generate(message_id)
+        await runs.generate(jobs[message_id])
         received = []
         while not queue.empty():
             received.append(queue.get_nowait())
@@ -157,35 +161,31 @@ def test_checkpoints_are_throttled_to_one_per_interval(
     assert all(final.startswith(text) for text in saved_checkpoints)
 
 
-def test_a_send_leases_its_answer_so_the_run_starts_without_a_write(sent, conversation):
-    """Sent once the process has its channel, the answer is born leased to it: no claim UPDATE."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
+def test_a_send_prepares_its_run_so_it_starts_without_touching_the_database(sent, conversation):
+    """Sent once the process has its channel, the answer is born leased to it, and the send
+    hands the run its history: the run needs no claim UPDATE and no read before the model."""
     from chat.supervisor import supervisor
 
     async_to_sync(fanout.start)()  # the process's channel: a lease's owner
-    other = Conversation.objects.create(owner=conversation.owner, model="m")
+    other = Conversation.objects.create(owner=conversation.owner, model="m", system_prompt="Be")
     answer = message_send(conversation=other, content="Hi").assistant_message
     assert answer.run_owner == supervisor.channel
-    with CaptureQueriesContext(connection) as queries:
-        job = runs._load_job.func(str(answer.pk))  # the undecorated function, on this thread
-    assert job is not None
-    assert [q["sql"] for q in queries if not q["sql"].startswith("SELECT")] == []
+    job = jobs[str(answer.pk)]
+    assert not job.needs_claim
+    assert (job.request.model, job.request.system) == ("m", "Be")
+    assert job.request.messages == [ChatTurn(role="user", content="Hi")]
 
 
-def test_an_answer_sent_without_an_owner_is_claimed_by_its_run(sent, conversation):
+def test_an_answer_sent_without_an_owner_is_claimed_by_its_run(script, sent, conversation):
     """Sent before the process had its channel (no owner): the run takes the lease itself."""
     from chat.supervisor import supervisor
 
+    script(["x"])
     Message.objects.filter(pk=sent.assistant_message.pk).update(run_owner="")
-
-    async def load():
-        await fanout.start()
-        return await runs._load_job(str(sent.assistant_message.pk))
-
-    assert async_to_sync(load)() is not None
-    assert Message.objects.get(pk=sent.assistant_message.pk).run_owner == supervisor.channel
+    jobs[str(sent.assistant_message.pk)].needs_claim = True
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    answer = Message.objects.get(pk=sent.assistant_message.pk)
+    assert (answer.run_owner, answer.content) == (supervisor.channel, "x")
 
 
 def test_checkpoint_makes_partial_text_visible_while_streaming(
@@ -208,11 +208,11 @@ def test_checkpoint_makes_partial_text_visible_while_streaming(
     assert [m.content for m in seen] == ["one ", "one two "]
 
 
-def test_a_message_that_is_not_pending_is_not_run_twice(script, sent, conversation):
-    """Starting a run for a message that already ended does nothing."""
-    script(["x"])
-    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+def test_a_run_that_cannot_claim_its_answer_does_nothing(script, sent, conversation):
+    """An ownerless answer that ended (or was claimed) before its run began is not run."""
+    Message.objects.filter(pk=sent.assistant_message.pk).update(run_owner="", status="cancelled")
+    jobs[str(sent.assistant_message.pk)].needs_claim = True
     provider = script(["y"])
-    async_to_sync(runs.generate)(str(sent.assistant_message.pk))
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
     assert provider.requests == []
-    assert Message.objects.get(pk=sent.assistant_message.pk).content == "x"
+    assert Message.objects.get(pk=sent.assistant_message.pk).content == ""

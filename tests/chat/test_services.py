@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def started_runs(monkeypatch) -> list[str]:
     """Replace `runs.start_run`; returns the message ids it was called with."""
     calls: list[str] = []
-    monkeypatch.setattr("chat.runs.start_run", calls.append)
+    monkeypatch.setattr("chat.runs.start_run", lambda job: calls.append(job.message_id))
     return calls
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -11,6 +13,7 @@ from django.utils import timezone
 from chat import runs, selectors, services
 from chat.errors import MessageFinished, NotAnAnswer, NotLatestAnswer, RunActive
 from chat.models import Message
+from chat.providers import get_provider
 from chat.replay import get_replay_buffer
 from chat.supervisor import Supervisor
 
@@ -20,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def no_runs(monkeypatch):
     """Runs are started by hand in these tests."""
-    monkeypatch.setattr(runs, "start_run", lambda message_id: None)
+    monkeypatch.setattr(runs, "start_run", lambda job: None)
     monkeypatch.setattr(runs, "request_cancel", lambda message_id, owner: None)
 
 
@@ -92,17 +95,28 @@ def test_cancel_flags_an_active_answer_and_is_idempotent(conversation):
         services.message_cancel(message=sent.user_message)
 
 
-def test_a_stop_before_the_run_starts_ends_it_cancelled(conversation, settings):
-    """A run that finds its answer already stopped ends it `cancelled` without calling the model."""
+def test_a_stop_before_the_run_starts_ends_it_cancelled(conversation, settings, monkeypatch):
+    """A run stopped before its first step (its coroutine never ran) still ends its answer
+    `cancelled`, without calling the model."""
     settings.CHAT_PROVIDER = {
         "BACKEND": "chat.providers.scripted.ScriptedProvider",
         "OPTIONS": {"deltas": ["never"]},
     }
+    jobs = []
+    monkeypatch.setattr(runs, "start_run", jobs.append)
     sent = services.message_send(conversation=conversation, content="Hi")
-    services.message_cancel(message=sent.assistant_message)
-    async_to_sync(runs.generate)(str(sent.assistant_message.pk))
+
+    async def start_then_stop_at_once():
+        task = await runs.astart_run(jobs[0])
+        assert runs.cancel_local(str(sent.assistant_message.pk))
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runs.wait_local(5)  # the run that ends it
+
+    async_to_sync(start_then_stop_at_once)()
     message = Message.objects.get(pk=sent.assistant_message.pk)
     assert (message.status, message.content) == (Message.Status.CANCELLED, "")
+    assert get_provider().requests == []
 
 
 def test_regenerate_answers_the_same_turn_and_keeps_the_old_answer(conversation):
