@@ -15,7 +15,7 @@ class ConversationQuerySet(models.QuerySet):
         """The conversations `user` may see: only their own (anonymous users see none)."""
         if not getattr(user, "is_authenticated", False):
             return self.none()
-        return self.filter(owner=user)
+        return self.filter(owner_id=user.pk)
 
 
 class Conversation(models.Model):

