@@ -100,9 +100,9 @@ def _history_rows(message: Message) -> list[tuple]:
 
     Every answer reads its conversation's history, and most of what the ORM spent here
     was building the SELECT, not running it: 0.64 ms a call against 0.16 ms written out
-    (SQLite, ten turns, a loop of 2,000 calls), so it is written out. Ids come back as the database stores them (a UUID on
-    PostgreSQL, hex text on SQLite): they are only compared with one another and with
-    `_db_value` of an id.
+    (SQLite, ten turns, a loop of 2,000 calls), so it is written out. Ids come back as
+    the database stores them (a UUID on PostgreSQL, hex text on SQLite): they are only
+    compared with one another and with `_db_value` of an id.
     """
     with connection.cursor() as cursor:
         cursor.execute(
