@@ -277,14 +277,6 @@ def test_a_fresh_process_ends_runs_its_dead_predecessor_left(
 # --- 3. SIGTERM drains ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "Intermittent, under investigation: in 1 of 2 full CI runs the draining process "
-        "logged nothing after 'draining: 2 runs, 1 streams' and did not exit within "
-        "drain + 5 s; it passes alone and in most full runs"
-    ),
-)
 def test_sigterm_finishes_short_runs_interrupts_long_ones_and_viewers_resume_elsewhere(
     start_daphne, fake_anthropic, redis_server, api_a, user, password
 ):
