@@ -65,6 +65,10 @@ class ConversationRelay:
         if message_id in self.ended:
             return []
         snapshot = await self._buffered(message_id) or _snapshot_from_db(message)
+        return self._frames_to(message_id, snapshot)
+
+    def _frames_to(self, message_id: str, snapshot: Snapshot) -> list[bytes]:
+        """What the client lacks of `snapshot`: its start, the rest of its text, its end."""
         frames = []
         if message_id not in self.sent:
             frames.append(self._start(message_id, snapshot.start))
@@ -92,14 +96,10 @@ class ConversationRelay:
         for message_id in list(self.sent):
             async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
                 snapshot = await self.buffer.get(message_id)
-            if snapshot is None:  # expired from the buffer: the database has it
-                message = await _message(message_id)
-                if message is None:
-                    continue
-                snapshot = _snapshot_from_db(message)
-            frames.extend(self._text_from(message_id, snapshot.text))
-            if snapshot.end is not None:
-                frames.extend(self._end(message_id, snapshot.end, snapshot.error))
+            # Expired from the buffer: the database has it.
+            snapshot = snapshot or await _snapshot_from_db_by_id(message_id)
+            if snapshot is not None:
+                frames.extend(self._frames_to(message_id, snapshot))
         return frames
 
     # --- live -------------------------------------------------------------------
@@ -147,12 +147,9 @@ class ConversationRelay:
             return None
 
     async def _repair(self, message_id: str) -> list[bytes]:
-        snapshot = await self._buffered(message_id)
+        snapshot = await self._buffered(message_id) or await _snapshot_from_db_by_id(message_id)
         if snapshot is None:
-            message = await _message(message_id)
-            if message is None:
-                return []
-            snapshot = _snapshot_from_db(message)
+            return []
         frames = []
         if message_id not in self.sent:
             frames.append(self._start(message_id, snapshot.start))
@@ -203,6 +200,11 @@ def _merge_deltas(batch: list[dict]) -> list[dict]:
         else:
             merged.append(event)
     return merged
+
+
+async def _snapshot_from_db_by_id(message_id: str) -> Snapshot | None:
+    message = await _message(message_id)
+    return None if message is None else _snapshot_from_db(message)
 
 
 def _snapshot_from_db(message: Message) -> Snapshot:
