@@ -86,6 +86,23 @@ class Unavailable(ChatError):
     retry_after = 2
 
 
+class BackendUnavailable(Unavailable):
+    """A backend (Redis) did not answer in time or refused: raised by the backends
+    themselves, which own their timeouts, so callers catch this one error."""
+
+    default_code = "backend_unavailable"
+    default_detail = "Live updates are unavailable; retrying shortly."
+
+
+class Overloaded(Unavailable):
+    """This process is generating as many answers as it may: try again shortly
+    (a load balancer may send the retry to another process)."""
+
+    default_code = "overloaded"
+    default_detail = "The server is busy generating other answers; try again in a moment."
+    retry_after = 1
+
+
 class TooManyStreams(ChatError):
     status_code = 429
     default_code = "too_many_streams"

@@ -1,8 +1,9 @@
-"""The stream's vocabulary: event payloads, resume positions, group names.
+"""The stream's vocabulary: events, their payloads, resume positions, group names.
 
-Shared by the generation run (which publishes events) and the relay (which
-turns them, or stored state, into SSE for one client), so both speak the
-contract in DESIGN.md the same way.
+Runs publish these events, the fan-out carries them between processes, and the relay
+turns them (or stored state) into SSE for one client: each is built here, once, so the
+three cannot drift apart. The payloads (`*_data`) are the JSON of the SSE contract in
+docs/streaming.md.
 
 A resume position (the SSE `id:`) is `<message id>:<offset>` — the number of
 characters of that message's text the client has — or `<message id>:end` once
@@ -14,10 +15,29 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .errors import InvalidResumePosition
 
 END = "end"
+
+
+class RunError(StrEnum):
+    """Why a run ended without completing, when the model did not say (its own errors
+    carry the provider's codes: `upstream_overloaded`, `upstream_disconnected`, ...)."""
+
+    INTERNAL = "internal_error"
+    SERVER_SHUTDOWN = "server_shutdown"
+    RUN_LOST = "run_lost"
+    CONVERSATION_DELETED = "conversation_deleted"
+
+
+RUN_ERROR_MESSAGES = {
+    RunError.INTERNAL: "Something went wrong while generating the answer.",
+    RunError.SERVER_SHUTDOWN: "The server generating this answer shut down.",
+    RunError.RUN_LOST: "The server generating this answer stopped; the text so far is kept.",
+    RunError.CONVERSATION_DELETED: "This conversation was deleted.",
+}
 
 
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
@@ -47,6 +67,9 @@ class ResumePosition:
         return cls(message_id, offset)
 
 
+# --- SSE payloads (the public contract) ----------------------------------------------
+
+
 def message_start_data(*, message_id: str, role: str, status: str, created_at: str) -> dict:
     return {"message": {"id": message_id, "role": role, "status": status, "created_at": created_at}}
 
@@ -69,3 +92,57 @@ def message_end_data(
 
 def error_data(*, message_id: str, code: str, message: str, retryable: bool) -> dict:
     return {"message_id": message_id, "code": code, "message": message, "retryable": retryable}
+
+
+def run_error_data(*, message_id: str, code: RunError) -> dict:
+    return error_data(
+        message_id=message_id,
+        code=str(code),
+        message=RUN_ERROR_MESSAGES[code],
+        retryable=code != RunError.CONVERSATION_DELETED,
+    )
+
+
+# --- Live events (what runs publish and streams receive) -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStarted:
+    message_id: str
+    data: dict  # the `message_start` payload
+
+
+@dataclass(frozen=True, slots=True)
+class TextAppended:
+    message_id: str
+    start: int  # the offset of `text` in the message
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEnded:
+    message_id: str
+    length: int  # the message's final length, so a stream can tell it missed text
+    data: dict  # the `message_end` payload
+    error: dict | None  # the `error` payload, if it ended with one
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationDeleted:
+    conversation_id: str
+
+
+StreamEvent = MessageStarted | TextAppended | MessageEnded | ConversationDeleted
+
+# On the wire (msgpack through Redis) an event is a short list: a tag, then its fields.
+_TAGS = {MessageStarted: "s", TextAppended: "d", MessageEnded: "e", ConversationDeleted: "x"}
+_CLASSES = {tag: cls for cls, tag in _TAGS.items()}
+
+
+def to_wire(event: StreamEvent) -> list:
+    tag = _TAGS[type(event)]
+    return [tag, *(getattr(event, name) for name in event.__slots__)]
+
+
+def from_wire(item: list) -> StreamEvent:
+    return _CLASSES[item[0]](*item[1:])

@@ -1,13 +1,25 @@
 """One channel-layer subscription per process, fanned out to its local streams.
 
+Pure transport: it carries batches of stream events (chat/events.py) between
+processes and hands control messages to whoever registered for them (the run
+manager); it knows nothing of runs.
+
 Every process has one channel on the layer. When the first local stream of a
-conversation opens, that channel joins the conversation's group; events that
-arrive are handed to each local stream's queue. So a token costs one layer
-message per *process* watching the conversation, not one per open stream,
-and an open stream costs a queue, not a blocking receive on Redis.
+conversation opens, that channel joins the conversation's group; batches that
+arrive are handed to each local stream's queue. So an event costs one layer
+message per *process* watching the conversation, not one per open stream, and
+an open stream costs a queue, not a blocking receive on Redis.
+
+With Redis the layer is channels_redis's pub/sub layer: a group is a Redis
+pub/sub channel. Publishing goes around the layer's one-PUBLISH-per-call API:
+`publish` sends every group's batch of a flush in one pipeline, encoded and
+addressed exactly as the layer's own `group_send` would (its serializer, its
+`<prefix>__group__<group>` channel names), so the layer's subscribers receive
+them as usual. With the in-memory layer the process is the whole site, and a
+batch goes straight to the local queues.
 
 The same channel is the process's control address: other processes send
-`run.cancel` to it (see `runs.request_cancel`), and run leases name it.
+control messages (`run.stop`) to it, and run leases name it.
 """
 
 from __future__ import annotations
@@ -15,11 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
-from . import runs
+from .conf import chat_settings
+from .errors import BackendUnavailable
+from .events import StreamEvent, from_wire, to_wire
+from .redis import RedisBackend
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +46,13 @@ CLOSED = None
 _LEAVE_AFTER_SECONDS = 30.0
 # Re-join watched groups well before channels_redis's group expiry (a day).
 _REJOIN_EVERY_SECONDS = 3600.0
+_EVENTS = "chat.events"
 
 
 class Fanout:
     def __init__(self) -> None:
+        self._control_handler: Callable[[dict], None] | None = None
+        self._redis: RedisBackend | None = None
         self._reset(None)
 
     def _reset(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -44,6 +63,16 @@ class Fanout:
         self._lock = asyncio.Lock()
         self._ready: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
+        self._redis = None
+
+    def on_control(self, handler: Callable[[dict], None]) -> None:
+        """Register the one receiver of control messages sent to this process."""
+        self._control_handler = handler
+
+    @property
+    def in_process(self) -> bool:
+        """True when this process is the whole site (the in-memory layer)."""
+        return isinstance(get_channel_layer(), InMemoryChannelLayer)
 
     async def start(self) -> str:
         """Open this process's channel and start receiving (idempotent)."""
@@ -57,7 +86,7 @@ class Fanout:
         return await asyncio.shield(self._ready)
 
     async def subscribe(self, group: str) -> asyncio.Queue:
-        """A queue of this group's events; the group is joined before this returns."""
+        """A queue of this group's event batches; the group is joined before this returns."""
         await self.start()
         queue: asyncio.Queue = asyncio.Queue()
         async with self._lock:
@@ -66,7 +95,7 @@ class Fanout:
             if joined is None:
                 joined = self._joined[group] = asyncio.get_running_loop().create_future()
                 try:
-                    await get_channel_layer().group_add(group, self.channel)
+                    await self._layer_call(get_channel_layer().group_add(group, self.channel))
                 except BaseException as exc:
                     self._queues[group].discard(queue)
                     del self._joined[group]
@@ -76,16 +105,23 @@ class Fanout:
         await asyncio.shield(joined)
         return queue
 
-    async def publish(self, group: str, message: dict) -> None:
-        """Send `message` to every stream of `group`, in every process of the site."""
+    async def publish(self, batches: dict[str, list[StreamEvent]]) -> None:
+        """Send each group's events to its streams in every process: one round trip."""
+        if self.in_process:
+            for group, events in batches.items():
+                self.deliver_local(group, events)
+            return
         layer = get_channel_layer()
-        if isinstance(layer, InMemoryChannelLayer):
-            # This process is the whole site: no layer round trip (and none of
-            # the in-memory layer's per-receive expiry scan over every group).
-            self._dispatch(message)
-        else:
-            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                await layer.group_send(group, message)
+        redis = self._redis_backend()
+        pipe = redis.redis.pipeline(transaction=False)
+        for group, events in batches.items():
+            message = {"type": _EVENTS, "group": group, "events": [to_wire(e) for e in events]}
+            pipe.publish(_group_channel(layer, group), layer.serialize(message))
+        await redis.run(pipe.execute())
+
+    async def send_control(self, channel: str, message: dict) -> None:
+        """Send a control message to one process's channel (its run leases name it)."""
+        await self._layer_call(get_channel_layer().send(channel, message))
 
     def unsubscribe(self, group: str, queue: asyncio.Queue) -> None:
         queues = self._queues.get(group)
@@ -109,15 +145,29 @@ class Fanout:
     def stream_count(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
+    def _redis_backend(self) -> RedisBackend:
+        if self._redis is None:
+            self._redis = RedisBackend(url=settings.REDIS_URL)
+        return self._redis
+
+    async def _layer_call(self, operation) -> None:
+        if self.in_process:
+            await operation
+            return
+        try:
+            async with asyncio.timeout(chat_settings.REDIS_TIMEOUT_SECONDS):
+                await operation
+        except Exception as exc:
+            raise BackendUnavailable(f"channel layer unavailable: {exc!r}") from exc
+
     async def _leave_if_unused(self, group: str) -> None:
         async with self._lock:
             if self._queues.get(group) or group not in self._joined:
                 return
             self._queues.pop(group, None)
             del self._joined[group]
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                    await get_channel_layer().group_discard(group, self.channel)
+            with contextlib.suppress(BackendUnavailable):
+                await self._layer_call(get_channel_layer().group_discard(group, self.channel))
 
     async def _receive_forever(self) -> None:
         layer = get_channel_layer()
@@ -129,8 +179,7 @@ class Fanout:
                     self._ready.set_result(self.channel)
                 rejoin_at = loop.time() + _REJOIN_EVERY_SECONDS
                 while True:
-                    message = await layer.receive(self.channel)
-                    self._dispatch(message)
+                    self._dispatch(await layer.receive(self.channel))
                     if loop.time() > rejoin_at:
                         rejoin_at = loop.time() + _REJOIN_EVERY_SECONDS
                         for group in list(self._joined):
@@ -147,12 +196,20 @@ class Fanout:
                 await asyncio.sleep(1.0)
 
     def _dispatch(self, message: dict) -> None:
-        kind = message.get("type")
-        if kind == "chat.event":
-            for queue in self._queues.get(message["group"], ()):
-                queue.put_nowait(message)
-        elif kind == "run.cancel":
-            runs.cancel_local(message["message_id"], runs.CANCELLED_BY_USER)
+        if message.get("type") == _EVENTS:
+            self.deliver_local(message["group"], [from_wire(e) for e in message["events"]])
+        elif self._control_handler is not None:
+            self._control_handler(message)
+
+    def deliver_local(self, group: str, events: list[StreamEvent]) -> None:
+        for queue in self._queues.get(group, ()):
+            queue.put_nowait(events)
+
+
+def _group_channel(layer, group: str) -> str:
+    # As channels_redis's RedisPubSubLoopLayer._get_group_channel_name (4.3) names it;
+    # tests/e2e/test_cluster.py breaks if the two ever differ.
+    return f"{layer.prefix}__group__{group}"
 
 
 fanout = Fanout()

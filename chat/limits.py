@@ -8,9 +8,10 @@ its streams leaves slots that simply expire.
 from __future__ import annotations
 
 import time
-from functools import cache
 
-from django.conf import settings
+from .backends import Backend
+from .conf import chat_settings
+from .redis import RedisBackend
 
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -22,7 +23,7 @@ return 1
 
 
 def _slot_ttl() -> float:
-    return 2 * settings.CHAT_SSE_HEARTBEAT_SECONDS + 5
+    return 2 * chat_settings.SSE_HEARTBEAT_SECONDS + 5
 
 
 class InMemoryStreamSlots:
@@ -47,11 +48,9 @@ class InMemoryStreamSlots:
         self._slots.get(user_id, {}).pop(stream_id, None)
 
 
-class RedisStreamSlots:
-    def __init__(self, url: str) -> None:
-        from redis import asyncio as aioredis
-
-        self.redis = aioredis.Redis.from_url(url)
+class RedisStreamSlots(RedisBackend):
+    def __init__(self, *, url: str) -> None:
+        super().__init__(url=url)
         self._acquire = self.redis.register_script(_ACQUIRE)
 
     @staticmethod
@@ -62,17 +61,14 @@ class RedisStreamSlots:
         now = time.time()
         ttl = _slot_ttl()
         args = [now, now + ttl, limit, stream_id, int(ttl) + 1]
-        return bool(await self._acquire(keys=[self._key(user_id)], args=args))
+        return bool(await self.run(self._acquire(keys=[self._key(user_id)], args=args)))
 
     async def refresh(self, user_id: str, stream_id: str) -> None:
-        await self.redis.zadd(self._key(user_id), {stream_id: time.time() + _slot_ttl()}, xx=True)
+        expires = time.time() + _slot_ttl()
+        await self.run(self.redis.zadd(self._key(user_id), {stream_id: expires}, xx=True))
 
     async def release(self, user_id: str, stream_id: str) -> None:
-        await self.redis.zrem(self._key(user_id), stream_id)
+        await self.run(self.redis.zrem(self._key(user_id), stream_id))
 
 
-@cache
-def get_stream_slots() -> InMemoryStreamSlots | RedisStreamSlots:
-    if settings.REDIS_URL:
-        return RedisStreamSlots(settings.REDIS_URL)
-    return InMemoryStreamSlots()
+get_stream_slots: Backend[InMemoryStreamSlots | RedisStreamSlots] = Backend("STREAM_SLOTS")

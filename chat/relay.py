@@ -5,18 +5,32 @@ Live events from the channel layer are deduplicated and gap-checked against
 that offset; anything missing is filled from the replay buffer (or, once the
 buffer has expired, the database). So the client gets every character exactly
 once, whatever the channel layer dropped or delivered twice.
+
+When the client claims more of a message than is stored (it saw text that a
+process crash lost before it was saved), the relay sends `reset` and the
+message again in full, so the client ends up with exactly what is stored.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 
-from . import events, sse
-from .events import ResumePosition
+from . import sse
+from .errors import BackendUnavailable
+from .events import (
+    ConversationDeleted,
+    MessageStarted,
+    ResumePosition,
+    RunError,
+    StreamEvent,
+    TextAppended,
+    event_id,
+    message_end_data,
+    message_start_data,
+    run_error_data,
+)
 from .models import Message
 from .replay import ReplayBuffer, Snapshot
 
@@ -30,6 +44,7 @@ class ConversationRelay:
         self.buffer = buffer
         self.sent: dict[str, int] = {}  # message id -> characters the client has
         self.ended: set[str] = set()
+        self.closed = False  # the stream should end (its conversation was deleted)
 
     # --- catch-up -------------------------------------------------------------
 
@@ -50,26 +65,21 @@ class ConversationRelay:
         elif resume is not None:
             # We cannot place this position (its message was deleted, or is not in
             # this conversation): say so, then start over like a fresh client.
-            frames.append(
-                sse.event(
-                    "reset",
-                    {"reason": "unknown_position", "message": "Resume position not found."},
-                )
-            )
+            frames.append(_reset("unknown_position", "Resume position not found."))
         for message in pending:
-            frames.extend(await self._replay(message))
+            message_id = str(message.pk)
+            if message_id not in self.ended:
+                snapshot = await self._buffered(message_id) or _snapshot_from_db(message)
+                frames.extend(self._frames_to(message_id, snapshot))
         return frames
-
-    async def _replay(self, message: Message) -> list[bytes]:
-        message_id = str(message.pk)
-        if message_id in self.ended:
-            return []
-        snapshot = await self._buffered(message_id) or _snapshot_from_db(message)
-        return self._frames_to(message_id, snapshot)
 
     def _frames_to(self, message_id: str, snapshot: Snapshot) -> list[bytes]:
         """What the client lacks of `snapshot`: its start, the rest of its text, its end."""
         frames = []
+        if self.sent.get(message_id, 0) > len(snapshot.text):
+            # The client has more than is stored: start the message over.
+            del self.sent[message_id]
+            frames.append(_reset("position_beyond_text", "The message is sent again in full."))
         if message_id not in self.sent:
             frames.append(self._start(message_id, snapshot.start))
         frames.extend(self._text_from(message_id, snapshot.text))
@@ -89,78 +99,94 @@ class ConversationRelay:
         buffer (or the database) for what the channel layer, at-most-once, may have
         dropped — the tail of the text, and above all `message_end`.
 
-        Raises if the buffer cannot be read (Redis is away): the stream should end,
-        so its client reconnects and resumes once it can be served again.
+        Raises `BackendUnavailable` if the buffer cannot be read (Redis is away): the
+        stream should end, so its client reconnects and resumes once it can be served.
         """
         frames: list[bytes] = []
         for message_id in list(self.sent):
-            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                snapshot = await self.buffer.get(message_id)
             # Expired from the buffer: the database has it.
-            snapshot = snapshot or await _snapshot_from_db_by_id(message_id)
-            if snapshot is not None:
-                frames.extend(self._frames_to(message_id, snapshot))
+            snapshot = await self.buffer.get(message_id) or await _snapshot_by_id(message_id)
+            if snapshot is None:
+                # Neither has it: its conversation was deleted.
+                return self._deleted()
+            frames.extend(self._frames_to(message_id, snapshot))
         return frames
 
     # --- live -------------------------------------------------------------------
 
-    async def on_events(self, batch: list[dict]) -> list[bytes]:
+    async def on_events(self, batch: list[StreamEvent]) -> list[bytes]:
         """Frames for live events that arrived together; adjoining deltas become one."""
         frames: list[bytes] = []
         for event in _merge_deltas(batch):
             frames.extend(await self.on_event(event))
+            if self.closed:
+                break
         return frames
 
-    async def on_event(self, event: dict) -> list[bytes]:
-        kind = event["event"]
-        if kind == "message_start":
-            message_id = event["data"]["message"]["id"]
-            if message_id in self.sent or message_id in self.ended:
-                return []
-            return [self._start(message_id, event["data"])]
-        message_id = event["message_id"]
+    async def on_event(self, event: StreamEvent) -> list[bytes]:
+        kind = type(event)
+        if kind is ConversationDeleted:
+            return self._deleted()
+        message_id = event.message_id
         if message_id in self.ended:
             return []
-        if kind == "delta":
-            return await self._on_delta(message_id, event["start"], event["text"])
-        if kind == "message_end":
-            frames = []
-            if message_id not in self.sent or self.sent[message_id] < event["length"]:
-                frames.extend(await self._repair(message_id))
-            frames.extend(self._end(message_id, event["data"], event["error"]))
-            return frames
-        return []
+        if kind is TextAppended:
+            return await self._on_delta(message_id, event.start, event.text)
+        if kind is MessageStarted:
+            return [] if message_id in self.sent else [self._start(message_id, event.data)]
+        # MessageEnded
+        have = self.sent.get(message_id)
+        if have is None or have != event.length:
+            snapshot = await self._stored(message_id)
+            if snapshot is not None:
+                snapshot.end, snapshot.error = event.data, event.error
+                return self._frames_to(message_id, snapshot)
+        return self._end(message_id, event.data, event.error)
 
     async def _on_delta(self, message_id: str, start: int, text: str) -> list[bytes]:
         have = self.sent.get(message_id)
         if have is None or start > have:
-            # We missed the start or a delta: take what we lack from the buffer.
-            return await self._repair(message_id)
+            # We missed the start or a delta: take what we lack from stored state.
+            snapshot = await self._stored(message_id)
+            if snapshot is None:
+                return []
+            snapshot.end = None  # the live end event will follow
+            return self._frames_to(message_id, snapshot)
         return list(self._text_from(message_id, text, text_offset=start))
 
     async def _buffered(self, message_id: str) -> Snapshot | None:
         # Redis down or slow: the database's checkpoint is the next best source.
         try:
-            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                return await self.buffer.get(message_id)
-        except Exception:
+            return await self.buffer.get(message_id)
+        except BackendUnavailable:
             return None
 
-    async def _repair(self, message_id: str) -> list[bytes]:
-        snapshot = await self._buffered(message_id) or await _snapshot_from_db_by_id(message_id)
-        if snapshot is None:
-            return []
+    async def _stored(self, message_id: str) -> Snapshot | None:
+        """The buffer's snapshot, else the database's."""
+        return await self._buffered(message_id) or await _snapshot_by_id(message_id)
+
+    def _deleted(self) -> list[bytes]:
+        """The conversation is gone: end what is in flight `cancelled`, say so, close."""
         frames = []
-        if message_id not in self.sent:
-            frames.append(self._start(message_id, snapshot.start))
-        frames.extend(self._text_from(message_id, snapshot.text))
+        for message_id in list(self.sent):
+            end = message_end_data(
+                message_id=message_id,
+                status=Message.Status.CANCELLED,
+                stop_reason="",
+                input_tokens=None,
+                output_tokens=None,
+            )
+            error = run_error_data(message_id=message_id, code=RunError.CONVERSATION_DELETED)
+            frames.extend(self._end(message_id, end, error))
+        frames.append(sse.event("conversation_deleted", {"conversation_id": self.conversation_id}))
+        self.closed = True
         return frames
 
     # --- frames -----------------------------------------------------------------
 
     def _start(self, message_id: str, data: dict) -> bytes:
         self.sent[message_id] = 0
-        return sse.event("message_start", data, id=events.event_id(message_id, 0))
+        return sse.event("message_start", data, id=event_id(message_id, 0))
 
     def _text_from(self, message_id: str, text: str, *, text_offset: int = 0) -> Iterator[bytes]:
         """The part of `text` (which begins at `text_offset`) the client lacks."""
@@ -171,7 +197,7 @@ class ConversationRelay:
             yield sse.event(
                 "delta",
                 {"message_id": message_id, "text": new},
-                id=events.event_id(message_id, have + len(new)),
+                id=event_id(message_id, have + len(new)),
             )
 
     def _end(self, message_id: str, end: dict, error: dict | None) -> list[bytes]:
@@ -180,36 +206,39 @@ class ConversationRelay:
         frames = []
         if error is not None:
             frames.append(sse.event("error", error))
-        frames.append(sse.event("message_end", end, id=events.event_id(message_id, None)))
+        frames.append(sse.event("message_end", end, id=event_id(message_id, None)))
         return frames
 
 
-def _merge_deltas(batch: list[dict]) -> list[dict]:
+def _reset(reason: str, message: str) -> bytes:
+    return sse.event("reset", {"reason": reason, "message": message})
+
+
+def _merge_deltas(batch: list[StreamEvent]) -> list[StreamEvent]:
     """Join each run of deltas that continue one another (same message, no gap)."""
-    merged: list[dict] = []
+    merged: list[StreamEvent] = []
     for event in batch:
         last = merged[-1] if merged else None
         if (
-            last is not None
-            and event["event"] == "delta"
-            and last["event"] == "delta"
-            and last["message_id"] == event["message_id"]
-            and last["start"] + len(last["text"]) == event["start"]
+            type(event) is TextAppended
+            and type(last) is TextAppended
+            and last.message_id == event.message_id
+            and last.start + len(last.text) == event.start
         ):
-            merged[-1] = {**last, "text": last["text"] + event["text"]}
+            merged[-1] = TextAppended(last.message_id, last.start, last.text + event.text)
         else:
             merged.append(event)
     return merged
 
 
-async def _snapshot_from_db_by_id(message_id: str) -> Snapshot | None:
+async def _snapshot_by_id(message_id: str) -> Snapshot | None:
     message = await _message(message_id)
     return None if message is None else _snapshot_from_db(message)
 
 
 def _snapshot_from_db(message: Message) -> Snapshot:
     message_id = str(message.pk)
-    start = events.message_start_data(
+    start = message_start_data(
         message_id=message_id,
         role=message.role,
         status=message.status,
@@ -217,7 +246,7 @@ def _snapshot_from_db(message: Message) -> Snapshot:
     )
     if message.is_active:
         return Snapshot(start=start, text=message.content)
-    end = events.message_end_data(
+    end = message_end_data(
         message_id=message_id,
         status=message.status,
         stop_reason=message.stop_reason,
@@ -226,12 +255,12 @@ def _snapshot_from_db(message: Message) -> Snapshot:
     )
     error = None
     if message.error_code:
-        error = events.error_data(
-            message_id=message_id,
-            code=message.error_code,
-            message=message.error_message,
-            retryable=message.status in (Message.Status.FAILED, Message.Status.INTERRUPTED),
-        )
+        error = {
+            "message_id": message_id,
+            "code": message.error_code,
+            "message": message.error_message,
+            "retryable": message.status in (Message.Status.FAILED, Message.Status.INTERRUPTED),
+        }
     return Snapshot(start=start, text=message.content, end=end, error=error)
 
 

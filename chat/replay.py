@@ -3,9 +3,12 @@
 The channel layer is at-most-once and keeps nothing, so it can only deliver
 what happens while a client listens. The buffer keeps each streaming message's
 full text and, once it ends, its final event, for `ttl` seconds; after that the
-database has it. Backends are chosen by `settings.CHAT_REPLAY_BUFFER` like the
-provider: in memory for a single process, Redis when several processes share a
-site (any process can then serve any stream).
+database has it. Backends are chosen by `CHAT_REPLAY_BUFFER` (chat/backends.py):
+in memory for a single process, Redis when several processes share a site (any
+process can then serve any stream).
+
+The buffer is written with the same events runs publish (`write`), in the order
+they happened, so a flush of run output is one call (one pipeline with Redis).
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Protocol
 
-from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
-from django.utils.module_loading import import_string
+from .backends import Backend
+from .conf import chat_settings
+from .events import MessageEnded, MessageStarted, StreamEvent, TextAppended
+from .redis import RedisBackend
 
 
 @dataclass
@@ -34,12 +37,24 @@ class Snapshot:
 
 
 class ReplayBuffer(Protocol):
-    in_process: bool  # True: cannot stall or fail on the network (no timeout needed)
+    # True: writes happen at once and cannot fail (no flush, no timeout needed).
+    in_process: bool
 
-    async def start(self, message_id: str, start: dict) -> None: ...
-    async def append(self, message_id: str, text: str) -> None: ...
-    async def finish(self, message_id: str, end: dict, error: dict | None) -> None: ...
+    async def write(self, events: Iterable[StreamEvent]) -> None: ...
     async def get(self, message_id: str) -> Snapshot | None: ...
+
+
+class _Convenience:
+    """One event at a time (tests, the sweeper): each is a one-event `write`."""
+
+    async def start(self, message_id: str, start: dict) -> None:
+        await self.write([MessageStarted(message_id, start)])
+
+    async def append(self, message_id: str, text: str) -> None:
+        await self.write([TextAppended(message_id, -1, text)])
+
+    async def finish(self, message_id: str, end: dict, error: dict | None) -> None:
+        await self.write([MessageEnded(message_id, -1, end, error)])
 
 
 @dataclass
@@ -51,30 +66,37 @@ class _Entry:
     expires_at: float | None = None
 
 
-class InMemoryReplayBuffer:
+class InMemoryReplayBuffer(_Convenience):
     """Per-process buffer for the embedded default (one process, no Redis)."""
 
     in_process = True
 
-    def __init__(self, *, ttl: float = 300.0) -> None:
-        self.ttl = ttl
+    def __init__(self, *, ttl: float | None = None) -> None:
+        self.ttl = chat_settings.REPLAY_TTL_SECONDS if ttl is None else ttl
         self._entries: dict[str, _Entry] = {}
         # Ended messages in the order they expire (same ttl for all): expiring is
         # popping from the left, not a scan of every entry.
         self._expiry: deque[tuple[float, str]] = deque()
 
-    async def start(self, message_id: str, start: dict) -> None:
-        self._expire()
-        self._entries[message_id] = _Entry(start=start)
+    async def write(self, events: Iterable[StreamEvent]) -> None:
+        self.write_now(events)
 
-    async def append(self, message_id: str, text: str) -> None:
-        self._entries[message_id].chunks.append(text)
-
-    async def finish(self, message_id: str, end: dict, error: dict | None) -> None:
-        entry = self._entries[message_id]
-        entry.end, entry.error = end, error
-        entry.expires_at = time.monotonic() + self.ttl
-        self._expiry.append((entry.expires_at, message_id))
+    def write_now(self, events: Iterable[StreamEvent]) -> None:
+        for event in events:
+            if type(event) is TextAppended:
+                entry = self._entries.get(event.message_id)
+                if entry is not None:
+                    entry.chunks.append(event.text)
+            elif type(event) is MessageStarted:
+                self._expire()
+                self._entries[event.message_id] = _Entry(start=event.data)
+            elif type(event) is MessageEnded:
+                entry = self._entries.get(event.message_id)
+                if entry is None:
+                    continue
+                entry.end, entry.error = event.data, event.error
+                entry.expires_at = time.monotonic() + self.ttl
+                self._expiry.append((entry.expires_at, event.message_id))
 
     async def get(self, message_id: str) -> Snapshot | None:
         entry = self._entries.get(message_id)
@@ -95,8 +117,8 @@ class InMemoryReplayBuffer:
                 del self._entries[message_id]
 
 
-class RedisReplayBuffer:
-    """Shared buffer: a string of text (APPEND per delta) and a hash of events per message.
+class RedisReplayBuffer(_Convenience, RedisBackend):
+    """Shared buffer: a string of text (APPEND per flush) and a hash of events per message.
 
     Keys live `streaming_ttl` while the message streams (a safety net if its run
     dies without finishing) and `ttl` after it ends.
@@ -108,51 +130,46 @@ class RedisReplayBuffer:
         self,
         *,
         url: str,
-        ttl: float = 300.0,
+        ttl: float | None = None,
         streaming_ttl: float = 86_400.0,
         prefix: str = "chat:replay:",
     ) -> None:
-        from redis import asyncio as aioredis
-
-        self.redis = aioredis.Redis.from_url(url)
-        self.ttl = int(ttl)
+        super().__init__(url=url)
+        self.ttl = int(chat_settings.REPLAY_TTL_SECONDS if ttl is None else ttl)
         self.streaming_ttl = int(streaming_ttl)
         self.prefix = prefix
 
     def _keys(self, message_id: str) -> tuple[str, str]:
         return f"{self.prefix}{message_id}", f"{self.prefix}{message_id}:text"
 
-    async def start(self, message_id: str, start: dict) -> None:
-        meta, text = self._keys(message_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(meta, text)
-            pipe.hset(meta, "start", json.dumps(start))
-            pipe.expire(meta, self.streaming_ttl)
-            await pipe.execute()
-
-    async def append(self, message_id: str, text: str) -> None:
-        _, text_key = self._keys(message_id)
-        # APPEND creates the key without a TTL: give it one the first time.
-        if await self.redis.append(text_key, text.encode()) == len(text.encode()):
-            await self.redis.expire(text_key, self.streaming_ttl)
-
-    async def finish(self, message_id: str, end: dict, error: dict | None) -> None:
-        meta, text = self._keys(message_id)
-        fields = {"end": json.dumps(end)}
-        if error is not None:
-            fields["error"] = json.dumps(error)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(meta, mapping=fields)
-            pipe.expire(meta, self.ttl)
-            pipe.expire(text, self.ttl)
-            await pipe.execute()
+    async def write(self, events: Iterable[StreamEvent]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for event in _merge_appends(events):
+            meta, text = self._keys(event.message_id)
+            if type(event) is TextAppended:
+                pipe.append(text, event.text)
+            elif type(event) is MessageStarted:
+                pipe.delete(meta)
+                pipe.hset(meta, "start", json.dumps(event.data))
+                pipe.expire(meta, self.streaming_ttl)
+                # An empty text with its expiry: later APPENDs keep the expiry.
+                pipe.set(text, b"", ex=self.streaming_ttl)
+            elif type(event) is MessageEnded:
+                fields = {"end": json.dumps(event.data)}
+                if event.error is not None:
+                    fields["error"] = json.dumps(event.error)
+                pipe.hset(meta, mapping=fields)
+                pipe.expire(meta, self.ttl)
+                pipe.expire(text, self.ttl)
+        if len(pipe):
+            await self.run(pipe.execute())
 
     async def get(self, message_id: str) -> Snapshot | None:
         meta, text = self._keys(message_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(meta)
-            pipe.get(text)
-            fields, raw_text = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(meta)
+        pipe.get(text)
+        fields, raw_text = await self.run(pipe.execute())
         if not fields or b"start" not in fields:
             return None
 
@@ -167,13 +184,20 @@ class RedisReplayBuffer:
         )
 
 
-@cache
-def get_replay_buffer() -> ReplayBuffer:
-    config = settings.CHAT_REPLAY_BUFFER
-    return import_string(config["BACKEND"])(**config.get("OPTIONS", {}))
+def _merge_appends(events: Iterable[StreamEvent]) -> list[StreamEvent]:
+    """Adjoining appends to one message become one (one APPEND per message per flush)."""
+    merged: list[StreamEvent] = []
+    for event in events:
+        last = merged[-1] if merged else None
+        if (
+            type(event) is TextAppended
+            and type(last) is TextAppended
+            and last.message_id == event.message_id
+        ):
+            merged[-1] = TextAppended(last.message_id, last.start, last.text + event.text)
+        else:
+            merged.append(event)
+    return merged
 
 
-@receiver(setting_changed)
-def _reset_buffer(*, setting: str, **kwargs) -> None:
-    if setting == "CHAT_REPLAY_BUFFER":
-        get_replay_buffer.cache_clear()
+get_replay_buffer: Backend[ReplayBuffer] = Backend("REPLAY_BUFFER")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from django.db import connection
@@ -49,15 +48,6 @@ def message_get_for_user(*, user, message_id: uuid.UUID | str) -> Message:
     )
     if message is None:
         raise NotFound("Message not found.")
-    return message
-
-
-def message_wait_final(*, message: Message, timeout: float) -> Message:
-    """Re-read `message` until it is no longer active, for at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while message.is_active and time.monotonic() < deadline:
-        time.sleep(0.05)
-        message.refresh_from_db()
     return message
 
 

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import runs, selectors
+from .conf import chat_settings
 from .errors import (
     ContentTooLong,
     MessageFinished,
     NotAnAnswer,
     NotLatestAnswer,
+    Overloaded,
     RunActive,
     Unavailable,
 )
 from .models import Conversation, Message
+from .runs import store
 from .tokens import StreamToken
 
 _TITLE_LENGTH = 60
@@ -32,7 +35,7 @@ def conversation_create(
         owner=owner,
         title=title.strip(),
         system_prompt=system_prompt,
-        model=model or settings.CHAT_MODEL,
+        model=model or chat_settings.MODEL,
     )
 
 
@@ -47,7 +50,17 @@ def conversation_update(*, conversation: Conversation, **fields) -> Conversation
 
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete it with its messages; a run still generating in it stops, and its open
+    streams get a final event and end."""
+    conversation_id = str(conversation.pk)
+    active = [
+        (str(pk), owner)
+        for pk, owner in conversation.messages.filter(
+            status__in=Message.ACTIVE_STATUSES
+        ).values_list("pk", "run_owner")
+    ]
     conversation.delete()
+    transaction.on_commit(lambda: runs.manager.conversation_deleted(conversation_id, active))
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,10 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
     refused with `RunActive`. The database constraint decides (the answer's INSERT
     fails and the transaction rolls back), so a send costs no extra query to ask.
     """
-    _refuse_while_draining()
-    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise ContentTooLong(
-            f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters."
-        )
+    _admit()
+    limit = chat_settings.MAX_MESSAGE_CHARS
+    if len(content) > limit:
+        raise ContentTooLong(f"Messages are limited to {limit} characters.")
     try:
         with transaction.atomic():
             now = timezone.now()
@@ -98,8 +110,6 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
 
 def _create_answer(user_message: Message, *, created_at) -> Message:
     """A pending answer to `user_message`; its run starts once the transaction commits."""
-    from .supervisor import supervisor
-
     answer = Message.objects.create(
         conversation=user_message.conversation,
         role=Message.Role.ASSISTANT,
@@ -109,24 +119,25 @@ def _create_answer(user_message: Message, *, created_at) -> Message:
         # The run starts in this process, so the message is born leased to it:
         # the run needs no write to claim it, and if this process dies before
         # the run starts, a sweeper ends the message when the lease lapses.
-        run_owner=supervisor.channel or "",
-        run_lease_expires_at=created_at + settings.CHAT_RUN_LEASE,
+        run_owner=runs.manager.channel or "",
+        run_lease_expires_at=store.lease_for_new_answer(created_at),
     )
     job = runs.build_job(answer)
-    transaction.on_commit(lambda: runs.start_run(job))
+    transaction.on_commit(lambda: runs.manager.start(job))
     return answer
 
 
-def _refuse_while_draining() -> None:
-    from .supervisor import supervisor
-
-    if supervisor.draining:
+def _admit() -> None:
+    """Refuse a new run at once when this process cannot take it (503, Retry-After)."""
+    if runs.manager.draining:
         raise Unavailable("This server is shutting down; try again (another server will answer).")
+    if not runs.manager.has_capacity():
+        raise Overloaded()
 
 
 def message_regenerate(*, message: Message) -> Message:
     """A new answer to the same user turn. The previous answer is kept (see `reply_to`)."""
-    _refuse_while_draining()
+    _admit()
     if message.role != Message.Role.ASSISTANT:
         raise NotAnAnswer()
     try:
@@ -147,11 +158,12 @@ def message_regenerate(*, message: Message) -> Message:
     return answer
 
 
-def message_cancel(*, message: Message) -> Message:
+def message_cancel(*, message: Message, wait: float = 0.0) -> Message:
     """Stop an answer: its run (on whichever process owns it) ends it `cancelled`.
 
-    Idempotent: stopping a stopped answer returns it. Stopping an answer that
-    ended otherwise is a `MessageFinished` error.
+    Waits up to `wait` seconds for the run to store its final state, and returns
+    the message as stored then. Idempotent: stopping a stopped answer returns it.
+    Stopping an answer that ended otherwise is a `MessageFinished` error.
     """
     if message.role != Message.Role.ASSISTANT:
         raise NotAnAnswer()
@@ -163,7 +175,11 @@ def message_cancel(*, message: Message) -> Message:
     if not flagged:
         raise MessageFinished()
     message.refresh_from_db()
-    runs.request_cancel(str(message.pk), message.run_owner)
+    runs.manager.stop(str(message.pk), message.run_owner)
+    deadline = time.monotonic() + wait
+    while message.is_active and time.monotonic() < deadline:
+        time.sleep(0.05)
+        message.refresh_from_db()
     return message
 
 

@@ -16,19 +16,19 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
 from . import events, sse
-from .errors import ChatError, StreamAuthFailed, TooManyStreams, Unavailable
+from .conf import chat_settings
+from .errors import BackendUnavailable, ChatError, StreamAuthFailed, TooManyStreams, Unavailable
 from .events import ResumePosition
 from .fanout import CLOSED, fanout
 from .limits import get_stream_slots
 from .relay import ConversationRelay
 from .replay import get_replay_buffer
+from .runs import manager
 from .selectors import aconversation_get_for_user
-from .supervisor import supervisor
 from .tokens import StreamToken, TokenError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ async def conversation_stream(request: HttpRequest, conversation_id) -> Streamin
     if request.method != "GET":
         return JsonResponse({"code": "method_not_allowed", "message": "Use GET."}, status=405)
     try:
-        if supervisor.draining:
+        if manager.draining:
             raise Unavailable("This server is shutting down; reconnect to another.")
         user = await _stream_user(request, str(conversation_id))
         conversation = await aconversation_get_for_user(user=user, conversation_id=conversation_id)
@@ -95,35 +95,31 @@ class _Subscription:
     @classmethod
     async def open(cls, conversation_id: str, user_id: str) -> _Subscription:
         sub = cls(conversation_id, user_id)
+        slots = get_stream_slots()
         try:
-            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                slots = get_stream_slots()
-                if not await slots.acquire(user_id, sub.id, settings.CHAT_MAX_STREAMS_PER_USER):
-                    raise TooManyStreams()
-                sub.queue = await fanout.subscribe(sub.group)
-        except ChatError:
-            raise
-        except Exception as exc:
-            logger.warning("stream subscription failed: %r", exc)
-            with contextlib.suppress(Exception):
-                await get_stream_slots().release(user_id, sub.id)
+            if not await slots.acquire(user_id, sub.id, chat_settings.MAX_STREAMS_PER_USER):
+                raise TooManyStreams()
+            sub.queue = await fanout.subscribe(sub.group)
+        except BackendUnavailable as exc:
+            logger.warning("stream subscription failed: %s", exc)
+            with contextlib.suppress(BackendUnavailable):
+                await slots.release(user_id, sub.id)
             raise Unavailable("Live updates are unavailable; retrying shortly.") from exc
         return sub
 
     async def close(self) -> None:
         fanout.unsubscribe(self.group, self.queue)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(settings.CHAT_REDIS_TIMEOUT):
-                await get_stream_slots().release(self.user_id, self.id)
+        with contextlib.suppress(BackendUnavailable):
+            await get_stream_slots().release(self.user_id, self.id)
 
 
 async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> AsyncIterator[bytes]:
     relay = ConversationRelay(conversation_id=sub.conversation_id, buffer=get_replay_buffer())
-    heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
-    quiet = settings.CHAT_SSE_QUIET_SECONDS
+    heartbeat = chat_settings.SSE_HEARTBEAT_SECONDS
+    quiet = chat_settings.SSE_QUIET_SECONDS
     loop = asyncio.get_running_loop()
     try:
-        yield sse.retry(settings.CHAT_SSE_RETRY_MS)
+        yield sse.retry(chat_settings.SSE_RETRY_MS)
         for frame in await relay.catch_up(resume):
             yield frame
         last_write = loop.time()
@@ -141,16 +137,18 @@ async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> As
                 if relay.in_flight:
                     try:
                         frames = await relay.check_in_flight()
-                    except Exception as exc:
+                    except BackendUnavailable as exc:
                         # Stored state is out of reach (Redis away): end the stream;
                         # EventSource reconnects and resumes when it can be served.
                         logger.warning("stream ends, its message went quiet: %r", exc)
                         return
                 if frames:
                     yield b"".join(frames)
+                    if relay.closed:
+                        return
                 elif loop.time() - last_write >= heartbeat - 0.01:
                     yield sse.HEARTBEAT
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(BackendUnavailable):
                         await get_stream_slots().refresh(sub.user_id, sub.id)
                 else:
                     continue
@@ -163,10 +161,13 @@ async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> As
             closed = CLOSED in batch
             if closed:
                 batch = batch[: batch.index(CLOSED)]
-            frames = await relay.on_events(batch)
+            # Each queue item is a batch of events (one flush of one process).
+            frames = await relay.on_events([event for events in batch for event in events])
             if frames:
                 yield b"".join(frames)
                 last_write = loop.time()
+            if relay.closed:
+                return  # the conversation was deleted
             if closed:
                 # The process can no longer feed this stream (layer failure or
                 # shutdown). End cleanly: the browser reconnects with its last

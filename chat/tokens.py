@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token, TokenError
+
+from .conf import chat_settings
 
 CONVERSATION_CLAIM = "conversation_id"
 
@@ -24,7 +25,7 @@ class StreamToken(Token):
     @property
     def lifetime(self) -> timedelta:  # type: ignore[override]
         # Read per token, not at import: settings may change in tests and deployments.
-        return settings.CHAT_STREAM_TOKEN_LIFETIME
+        return timedelta(seconds=chat_settings.STREAM_TOKEN_LIFETIME_SECONDS)
 
     @classmethod
     def for_conversation(cls, *, user, conversation) -> StreamToken:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.functions import Substr
@@ -18,6 +17,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
+from chat.conf import chat_settings
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
 from chat.selectors import conversation_list, message_list
@@ -100,7 +100,7 @@ def _model_choices(request: HttpRequest, current: Conversation) -> list[str]:
         .values_list("model", flat=True)
         .distinct()[:MODEL_CHOICES_LIMIT]
     )
-    return sorted({settings.CHAT_MODEL, current.model, *used} - {""})
+    return sorted({chat_settings.MODEL, current.model, *used} - {""})
 
 
 @require_safe

@@ -26,3 +26,35 @@ def redis_url() -> str | None:
 
 def anthropic_api_key() -> str | None:
     return env.str("ANTHROPIC_API_KEY", default=None) or None
+
+
+# chatsite's own settings (defaults in chat/conf.py) that the environment may set,
+# each under its own name, with its type.
+_CHAT_SETTINGS = {
+    "CHAT_MODEL": str,
+    "CHAT_MAX_TOKENS": int,
+    "CHAT_MAX_MESSAGE_CHARS": int,
+    "CHAT_REQUEST_THREADS": int,
+    "CHAT_CHECKPOINT_INTERVAL": float,
+    "CHAT_FLUSH_SECONDS": float,
+    "CHAT_MAX_RUNS_PER_PROCESS": int,
+    "CHAT_SSE_RETRY_MS": int,
+    "CHAT_SSE_HEARTBEAT_SECONDS": float,
+    "CHAT_SSE_QUIET_SECONDS": float,
+    "CHAT_RUN_LEASE_SECONDS": float,
+    "CHAT_RUN_HEARTBEAT_SECONDS": float,
+    "CHAT_DRAIN_SECONDS": float,
+    "CHAT_SWEEP_ORPHANS": bool,
+    "CHAT_REDIS_TIMEOUT_SECONDS": float,
+    "CHAT_REPLAY_TTL_SECONDS": float,
+    "CHAT_MAX_STREAMS_PER_USER": int,
+    "CHAT_STREAM_TOKEN_LIFETIME_SECONDS": int,
+}
+
+
+def chat_settings_from_env() -> dict[str, object]:
+    """The `CHAT_*` settings the environment sets (the rest keep chat/conf.py's defaults)."""
+    readers = {str: env.str, int: env.int, float: env.float, bool: env.bool}
+    return {
+        name: readers[kind](name) for name, kind in _CHAT_SETTINGS.items() if name in env.ENVIRON
+    }

@@ -27,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from asgiref.sync import ThreadSensitiveContext
-from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections
+
+from chat.conf import chat_settings
 
 
 @dataclass
@@ -65,7 +66,7 @@ _lease: contextvars.ContextVar[_Lease] = contextvars.ContextVar("request_thread_
 class ChatsiteASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
-        self.threads = RequestThreads(settings.CHAT_REQUEST_THREADS)
+        self.threads = RequestThreads(chat_settings.REQUEST_THREADS)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -85,18 +86,18 @@ class ChatsiteASGIHandler(ASGIHandler):
 
     async def _lifespan(self, receive, send) -> None:
         """Servers that speak the ASGI lifespan protocol (uvicorn) start the run
-        supervisor with the process and drain it at shutdown; daphne does both in
+        manager with the process and drain it at shutdown; daphne does both in
         `chatsite.server` instead."""
-        from chat.supervisor import supervisor
+        from chat.runs import manager
 
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await supervisor.ensure_started()
+                await manager.ensure_started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if not supervisor.draining:
-                    await supervisor.drain()
+                if not manager.draining:
+                    await manager.drain()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -3,7 +3,7 @@
 * daphne's access log prints each request's full path, query string included,
   and stream tokens travel in the query string (EventSource cannot set
   headers): the access logger here redacts them.
-* The run supervisor starts with the server, so a restarted process sweeps
+* The run manager starts with the server, so a restarted process sweeps
   runs its predecessor left behind even before any request arrives.
 * SIGTERM drains: stop listening, let runs finish for `CHAT_DRAIN_SECONDS`,
   interrupt the rest, close streams (browsers reconnect elsewhere), then exit.
@@ -52,21 +52,21 @@ class ChatsiteServer(Server):
         from chat.providers import get_provider
 
         get_provider()  # import the SDK now, not on the event loop during the first run
-        reactor.callWhenRunning(self._start_supervisor)
+        reactor.callWhenRunning(self._start_run_manager)
         reactor.addSystemEventTrigger("before", "shutdown", self._drain)
         super().run()
 
-    def _start_supervisor(self):
-        from chat.supervisor import supervisor
+    def _start_run_manager(self):
+        from chat.runs import manager
 
-        asyncio.get_event_loop().create_task(supervisor.ensure_started())
+        asyncio.get_event_loop().create_task(manager.ensure_started())
 
     def _drain(self):
-        from chat.supervisor import supervisor
+        from chat.runs import manager
 
         for port in self.ports:
             port.stopListening()  # new connections go to the other processes
-        return defer.Deferred.fromFuture(asyncio.get_event_loop().create_task(supervisor.drain()))
+        return defer.Deferred.fromFuture(asyncio.get_event_loop().create_task(manager.drain()))
 
 
 class ChatsiteCommandLine(CommandLineInterface):

@@ -6,7 +6,7 @@ overload, keeps admitted streams fast (see the README's performance section).
 This module gives it what `chatsite.server` gives daphne:
 
 * stream tokens travel in the query string, so the access log redacts them;
-* the run supervisor starts with the server (the ASGI lifespan startup, see
+* the run manager starts with the server (the ASGI lifespan startup, see
   `chatsite/handlers.py`);
 * SIGTERM drains *before* uvicorn waits for open connections: stop accepting,
   let runs finish for `CHAT_DRAIN_SECONDS`, interrupt the rest, close streams
@@ -27,11 +27,11 @@ from chatsite.logging import RedactTokensFilter
 
 class ChatsiteUvicorn(uvicorn.Server):
     async def shutdown(self, sockets=None) -> None:
-        from chat.supervisor import supervisor
+        from chat.runs import manager
 
         for server in self.servers:
             server.close()  # new connections go to the other processes
-        await supervisor.drain()
+        await manager.drain()
         await super().shutdown(sockets)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -12,6 +11,7 @@ from rest_framework.views import APIView
 
 from chat import selectors, services
 from chat.api.throttling import SendRateThrottle
+from chat.conf import chat_settings
 from chat.models import Conversation, Message
 
 
@@ -202,7 +202,7 @@ class StreamTokenApi(APIView):
         return Response(
             {
                 "token": token,
-                "expires_in": int(settings.CHAT_STREAM_TOKEN_LIFETIME.total_seconds()),
+                "expires_in": chat_settings.STREAM_TOKEN_LIFETIME_SECONDS,
                 "stream_url": f"{url}?token={token}",
             },
             status=201,
@@ -218,8 +218,7 @@ class MessageCancelApi(APIView):
     )
     def post(self, request, message_id):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
-        message = services.message_cancel(message=message)
-        message = selectors.message_wait_final(message=message, timeout=self.WAIT_SECONDS)
+        message = services.message_cancel(message=message, wait=self.WAIT_SECONDS)
         code = status.HTTP_202_ACCEPTED if message.is_active else status.HTTP_200_OK
         return Response(MessageOutputSerializer(message).data, status=code)
 

@@ -6,7 +6,14 @@ from datetime import timedelta
 
 from csp.constants import NONCE, NONE, SELF
 
-from chatsite.env import BASE_DIR, anthropic_api_key, database_url, env, redis_url
+from chatsite.env import (
+    BASE_DIR,
+    anthropic_api_key,
+    chat_settings_from_env,
+    database_url,
+    env,
+    redis_url,
+)
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -152,44 +159,20 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Channel layer: live fan-out only (at-most-once); never the replay source.
-# Each process has one channel that carries every event its streams watch
-# (chat/fanout.py), so it needs far more room than the default 100 messages.
-_CHANNEL_CAPACITY = {"specific.*": env.int("CHAT_LAYER_CAPACITY", default=20_000)}
 REDIS_URL = redis_url()
-# A socket timeout above channels_redis's 5 s BZPOPMIN (its list-based layer), so
-# an idle receive is not cut off by redis-py's own timeout.
-_REDIS_HOSTS = [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}]
-if REDIS_URL and env.str("CHAT_REDIS_LAYER", default="pubsub") == "pubsub":
-    # Redis PUBLISH/SUBSCRIBE: one round trip per event, pushed to each process's
-    # subscription. channels_redis's list-based layer takes about five (group
-    # lookup, expiry, a Lua send, a blocking pop) and was most of the CPU per
-    # token with Redis (see the README's performance section). Both are
-    # at-most-once; streams repair what is lost from the replay buffer.
+if REDIS_URL:
+    # Redis PUBLISH/SUBSCRIBE: each process subscribes to the conversations its streams
+    # watch, and runs publish one message per conversation per flush (chat/fanout.py).
+    # At-most-once; streams repair what is lost from the replay buffer.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": _REDIS_HOSTS},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}]
+            },
         }
     }
-elif REDIS_URL:  # CHAT_REDIS_LAYER=core: channels_redis's list-based layer
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": _REDIS_HOSTS, "channel_capacity": _CHANNEL_CAPACITY},
-        }
-    }
-else:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
-            # Its channel_capacity patterns are not compiled (channels 4.3), so
-            # set the capacity for all channels: in this process they are all ours.
-            "CONFIG": {"capacity": _CHANNEL_CAPACITY["specific.*"]},
-        }
-    }
-
-# DRF throttling counts in the cache: shared through Redis when there is one.
-if REDIS_URL:
+    # DRF throttling counts in the cache: shared through Redis.
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -197,10 +180,21 @@ if REDIS_URL:
             "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
         }
     }
+else:
+    # Its channel_capacity patterns are not compiled (channels 4.3), so set the
+    # capacity for all channels: in this process they are all ours.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": env.int("CHAT_LAYER_CAPACITY", default=20_000)},
+        }
+    }
 
-# --- Chat: the provider backend, the replay buffer, limits and pacing.
+# --- Chat. Every CHAT_* setting has its default in chat/conf.py; the environment
+# overrides any of them under the same name (chatsite/env.py). What depends on the
+# deployment is chosen here: the real model with an API key, Redis backends with Redis.
+globals().update(chat_settings_from_env())
 ANTHROPIC_API_KEY = anthropic_api_key()
-CHAT_MODEL = env.str("CHAT_MODEL", default="claude-sonnet-4-5")
 if ANTHROPIC_API_KEY:
     CHAT_PROVIDER = {
         "BACKEND": "chat.providers.anthropic.AnthropicProvider",
@@ -220,45 +214,9 @@ else:
         "BACKEND": "chat.providers.demo.DemoProvider",
         "OPTIONS": {"tokens_per_second": env.float("CHAT_DEMO_TOKENS_PER_SECOND", default=30.0)},
     }
-CHAT_REPLAY_TTL = env.float("CHAT_REPLAY_TTL_SECONDS", default=300.0)
 if REDIS_URL:
-    CHAT_REPLAY_BUFFER = {
-        "BACKEND": "chat.replay.RedisReplayBuffer",
-        "OPTIONS": {"url": REDIS_URL, "ttl": CHAT_REPLAY_TTL},
-    }
-else:
-    CHAT_REPLAY_BUFFER = {
-        "BACKEND": "chat.replay.InMemoryReplayBuffer",
-        "OPTIONS": {"ttl": CHAT_REPLAY_TTL},
-    }
-CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=4096)
-CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
-# Threads that run requests' sync code (middleware, DRF views), reused across
-# requests: see chatsite/handlers.py. Few, because they share one GIL with the event
-# loop: at 100 streams, 4 instead of 8 halved the relay's median latency (25 -> 11 ms)
-# and gave 8% more tokens/s; 2 halved it again, but then two slow stops (which wait up
-# to 2 s for the run's final save) would hold every thread.
-CHAT_REQUEST_THREADS = env.int("CHAT_REQUEST_THREADS", default=4)
-CHAT_CHECKPOINT_INTERVAL = env.float("CHAT_CHECKPOINT_INTERVAL", default=0.5)
-CHAT_SSE_RETRY_MS = env.int("CHAT_SSE_RETRY_MS", default=2000)
-CHAT_SSE_HEARTBEAT_SECONDS = env.float("CHAT_SSE_HEARTBEAT_SECONDS", default=15.0)
-# A message in flight that a stream hears nothing about for this long is looked
-# up in stored state (the channel layer is at-most-once: its end may be lost).
-CHAT_SSE_QUIET_SECONDS = env.float("CHAT_SSE_QUIET_SECONDS", default=3.0)
-# Runs hold a lease renewed every heartbeat; a run whose lease lapses (its
-# process died) is ended `interrupted` by any process's sweeper.
-CHAT_RUN_LEASE = timedelta(seconds=env.float("CHAT_RUN_LEASE_SECONDS", default=15.0))
-CHAT_RUN_HEARTBEAT_SECONDS = env.float("CHAT_RUN_HEARTBEAT_SECONDS", default=5.0)
-CHAT_DRAIN_SECONDS = env.float("CHAT_DRAIN_SECONDS", default=20.0)
-# Whether this process ends other processes' orphaned runs. Every process of a
-# site should (the default); only a process that shares a database with another
-# site (as the tests' daphne processes do) must not.
-CHAT_SWEEP_ORPHANS = env.bool("CHAT_SWEEP_ORPHANS", default=True)
-CHAT_REDIS_TIMEOUT = env.float("CHAT_REDIS_TIMEOUT_SECONDS", default=2.0)
-CHAT_MAX_STREAMS_PER_USER = env.int("CHAT_MAX_STREAMS_PER_USER", default=20)
-CHAT_STREAM_TOKEN_LIFETIME = timedelta(
-    seconds=min(env.int("CHAT_STREAM_TOKEN_LIFETIME_SECONDS", default=120), 300)
-)
+    CHAT_REPLAY_BUFFER = {"BACKEND": "chat.replay.RedisReplayBuffer", "OPTIONS": {"url": REDIS_URL}}
+    CHAT_STREAM_SLOTS = {"BACKEND": "chat.limits.RedisStreamSlots", "OPTIONS": {"url": REDIS_URL}}
 
 # --- API
 REST_FRAMEWORK = {

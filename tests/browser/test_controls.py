@@ -13,6 +13,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
+from chat.conf import chat_settings
 from chat.models import Conversation, Message
 from tests.browser.helpers import (
     assert_shows_stored_answer,
@@ -413,13 +414,13 @@ def test_going_offline_shows_offline_and_coming_back_recovers(
 
 
 def test_a_refused_send_keeps_the_draft_and_says_why(
-    open_context, daphne_anthropic, user, password, settings
+    open_context, daphne_anthropic, user, password
 ):
     """A message the server refuses (too long: 413) stays in the composer, with the reason
     shown; nothing is added to the thread."""
     page = log_in(open_context(), daphne_anthropic, user, password)
     new_conversation(page)
-    draft = "x" * (settings.CHAT_MAX_MESSAGE_CHARS + 1)
+    draft = "x" * (chat_settings.MAX_MESSAGE_CHARS + 1)
     composer = page.get_by_test_id("composer-input")
     composer.fill(draft)
     with page.expect_response(lambda r: r.url.endswith("/messages/")) as refused:

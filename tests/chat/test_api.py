@@ -12,6 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from chat import runs
 from chat.models import Conversation, Message
 from chat.services import conversation_create
 from tests.conftest import PASSWORD
@@ -374,7 +375,7 @@ def test_send_starts_one_run_after_commit(
 ):
     """A 201 send starts exactly one run, for the returned assistant message, after commit."""
     started: list[str] = []
-    monkeypatch.setattr("chat.runs.start_run", lambda job: started.append(job.message_id))
+    monkeypatch.setattr(runs.manager, "start", lambda job: started.append(job.message_id))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = send(api_client, conversation)
         assert started == []
@@ -389,7 +390,7 @@ def test_refused_send_starts_no_run(
     """A send refused with 409 schedules no run."""
     assert send(api_client, conversation).status_code == 201
     started: list[str] = []
-    monkeypatch.setattr("chat.runs.start_run", lambda job: started.append(job.message_id))
+    monkeypatch.setattr(runs.manager, "start", lambda job: started.append(job.message_id))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert send(api_client, conversation).status_code == 409
     assert callbacks == []

@@ -8,8 +8,8 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from chat import events
-from chat.errors import InvalidResumePosition
-from chat.events import ResumePosition
+from chat.errors import BackendUnavailable, InvalidResumePosition
+from chat.events import ConversationDeleted, MessageEnded, ResumePosition, TextAppended
 from chat.models import Message
 from chat.relay import ConversationRelay
 from chat.replay import InMemoryReplayBuffer
@@ -53,7 +53,7 @@ def make_relay(conversation, buffer) -> ConversationRelay:
 
 
 def delta(message, start, text):
-    return {"event": "delta", "message_id": str(message.pk), "start": start, "text": text}
+    return TextAppended(str(message.pk), start, text)
 
 
 def test_fresh_client_gets_start_and_one_delta_with_text_so_far(
@@ -99,9 +99,7 @@ def test_missing_tail_is_repaired_at_message_end(conversation, assistant, buffer
         message_id=mid, status="complete", stop_reason="end_turn", input_tokens=1, output_tokens=2
     )
     async_to_sync(buffer.finish)(mid, end, None)
-    frames += async_to_sync(relay.on_event)(
-        {"event": "message_end", "message_id": mid, "length": 6, "data": end, "error": None}
-    )
+    frames += async_to_sync(relay.on_event)(MessageEnded(mid, 6, end, None))
     parsed = parse(frames)
     assert text_of(parsed) == "Hello!"
     assert parsed[-1][0] == "message_end"
@@ -238,10 +236,61 @@ def test_a_quiet_check_that_cannot_reach_the_buffer_raises(conversation, assista
 
     class Down(InMemoryReplayBuffer):
         async def get(self, message_id):
-            raise ConnectionError("redis is down")
+            raise BackendUnavailable("redis is down")
 
     relay = make_relay(conversation, buffer)
     async_to_sync(relay.catch_up)(None)
     relay.buffer = Down()
-    with pytest.raises(ConnectionError):
+    with pytest.raises(BackendUnavailable):
         async_to_sync(relay.check_in_flight)()
+
+
+def test_a_resume_beyond_the_stored_text_resets_to_what_is_stored(conversation, assistant, parse):
+    """A client that saw more than was saved (its process died before the save) is told
+    `reset` and gets the message again in full, so it ends up with exactly the stored text."""
+    Message.objects.filter(pk=assistant.pk).update(content="Hello", status="interrupted")
+    relay = make_relay(conversation, InMemoryReplayBuffer())
+    mid = str(assistant.pk)
+    parsed = parse(async_to_sync(relay.catch_up)(ResumePosition(mid, 429)))
+    assert [name for name, _, _ in parsed] == ["reset", "message_start", "delta", "message_end"]
+    assert parsed[0][1]["reason"] == "position_beyond_text"
+    assert text_of(parsed) == "Hello"
+    assert parsed[-1][1]["status"] == "interrupted"
+
+
+def test_a_live_end_shorter_than_what_the_client_has_resets_it(
+    conversation, assistant, buffer, parse
+):
+    """The same when the end arrives live: the client's text is replaced by the stored one."""
+    relay = make_relay(conversation, buffer)
+    mid = str(assistant.pk)
+    async_to_sync(relay.catch_up)(None)
+    relay.sent[mid] = 8  # the client has 8 characters of a message stored with 5
+    end = events.message_end_data(
+        message_id=mid, status="interrupted", stop_reason="", input_tokens=1, output_tokens=2
+    )
+    async_to_sync(buffer.finish)(mid, end, None)
+    parsed = parse(async_to_sync(relay.on_event)(MessageEnded(mid, 5, end, None)))
+    assert [name for name, _, _ in parsed] == ["reset", "message_start", "delta", "message_end"]
+    assert text_of(parsed) == "Hello"
+
+
+def test_a_deleted_conversation_ends_its_stream(conversation, assistant, buffer, parse):
+    """Deletion ends the message in flight (`cancelled`, with the reason), says so, and closes."""
+    relay = make_relay(conversation, buffer)
+    async_to_sync(relay.catch_up)(None)
+    parsed = parse(async_to_sync(relay.on_events)([ConversationDeleted(str(conversation.pk))]))
+    assert [name for name, _, _ in parsed] == ["error", "message_end", "conversation_deleted"]
+    assert parsed[0][1]["code"] == "conversation_deleted"
+    assert parsed[1][1]["status"] == "cancelled"
+    assert relay.closed
+
+
+def test_a_quiet_message_that_no_longer_exists_ends_the_stream(conversation, assistant, parse):
+    """The deletion's event was lost: the quiet check finds the message gone and closes."""
+    relay = make_relay(conversation, InMemoryReplayBuffer())
+    async_to_sync(relay.catch_up)(None)
+    Message.objects.filter(pk=assistant.pk).delete()
+    parsed = parse(async_to_sync(relay.check_in_flight)())
+    assert [name for name, _, _ in parsed][-1] == "conversation_deleted"
+    assert relay.closed

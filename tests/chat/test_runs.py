@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import async_to_sync
 
 from chat import events, runs
+from chat.events import ConversationDeleted, MessageEnded, MessageStarted, TextAppended
 from chat.fanout import fanout
 from chat.models import Conversation, Message
 from chat.providers import ChatTurn, ProviderError, StreamEnd, TextDelta, get_provider
 from chat.replay import get_replay_buffer
-from chat.services import message_send
+from chat.runs import store
+from chat.services import conversation_delete, message_send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,28 +33,32 @@ def script(settings):
     return configure
 
 
-@pytest.fixture
-def sent(conversation, monkeypatch):
-    """A sent message whose run has not started yet."""
-    monkeypatch.setattr(runs, "start_run", lambda job: jobs.__setitem__(job.message_id, job))
-    return message_send(conversation=conversation, content="Hi there")
-
-
-# The jobs sends prepared, by message id (what `start_run` would have started).
+# The jobs sends prepared, by message id (what `manager.start` would have started).
 jobs: dict[str, runs.RunJob] = {}
 
 
-def run_and_listen(message_id: str, conversation_id) -> list[dict]:
+@pytest.fixture
+def sent(conversation, monkeypatch):
+    """A sent message whose run has not started yet."""
+    monkeypatch.setattr(runs.manager, "start", lambda job: jobs.__setitem__(job.message_id, job))
+    return message_send(conversation=conversation, content="Hi there")
+
+
+def drain(queue: asyncio.Queue) -> list:
+    received = []
+    while not queue.empty():
+        received.extend(queue.get_nowait())  # each item is one batch of events
+    return received
+
+
+def run_and_listen(message_id: str, conversation_id) -> list:
     """Run to completion while subscribed to the conversation group; return what was published."""
 
     async def go():
         # Subscribed the way a stream is: through the process's fan-out.
         queue = await fanout.subscribe(events.conversation_group(conversation_id))
-        await runs.generate(jobs[message_id])
-        received = []
-        while not queue.empty():
-            received.append(queue.get_nowait())
-        return received
+        await (await runs.manager.astart(jobs[message_id]))
+        return drain(queue)
 
     return async_to_sync(go)()
 
@@ -65,16 +73,16 @@ def test_complete_run_stores_text_status_and_usage(script, sent, conversation):
     assert message.stop_reason == "end_turn"
     assert (message.input_tokens, message.output_tokens) == (7, 3)
     assert message.completed_at is not None
-    assert [p["event"] for p in published] == [
-        "message_start",
-        "delta",
-        "delta",
-        "delta",
-        "message_end",
+    assert [type(p) for p in published] == [
+        MessageStarted,
+        TextAppended,
+        TextAppended,
+        TextAppended,
+        MessageEnded,
     ]
-    assert [p["start"] for p in published if p["event"] == "delta"] == [0, 3, 6]
-    assert published[-1]["data"]["status"] == "complete"
-    assert published[-1]["length"] == len("Hello world")
+    assert [p.start for p in published if type(p) is TextAppended] == [0, 3, 6]
+    assert published[-1].data["status"] == "complete"
+    assert published[-1].length == len("Hello world")
     # The model saw the conversation so far: the user's message.
     assert [(t.role, t.content) for t in provider.requests[0].messages] == [("user", "Hi there")]
 
@@ -86,8 +94,8 @@ def test_upstream_error_before_any_text_is_failed(script, sent, conversation):
     message = Message.objects.get(pk=sent.assistant_message.pk)
     assert message.status == Message.Status.FAILED
     assert message.error_code == "upstream_overloaded"
-    assert published[-1]["error"]["retryable"] is True
-    assert published[-1]["data"]["status"] == "failed"
+    assert published[-1].error["retryable"] is True
+    assert published[-1].data["status"] == "failed"
 
 
 def test_upstream_error_after_text_is_interrupted_and_keeps_text(script, sent, conversation):
@@ -122,16 +130,29 @@ def test_replay_buffer_holds_text_and_end(script, sent, conversation):
     assert snapshot.end["status"] == "complete"
 
 
+def test_nul_characters_are_stored_as_replacement_characters(script, sent, conversation, settings):
+    """PostgreSQL text cannot hold NUL: it becomes U+FFFD as it arrives, one character for
+    one, so checkpoints and the final save succeed and viewers see what is stored."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.01
+    script(["a\x00b", "\x00", "c"], delay=0.03)
+    published = run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert (message.status, message.content) == ("complete", "a\ufffdb\ufffdc")
+    assert "".join(p.text for p in published if type(p) is TextAppended) == message.content
+    # The next send is not refused as if an answer were still streaming.
+    assert message_send(conversation=conversation, content="again").assistant_message
+
+
 @pytest.fixture
-def saved_checkpoints(monkeypatch) -> list[str]:
+def saved_checkpoints(monkeypatch) -> list[dict]:
     saved = []
-    original = runs._save_checkpoint
+    original = store.save_checkpoints
 
-    async def counting(message_id, text):
-        saved.append(text)
-        return await original(message_id, text)
+    async def counting(texts):
+        saved.append(dict(texts))
+        return await original(texts)
 
-    monkeypatch.setattr(runs, "_save_checkpoint", counting)
+    monkeypatch.setattr(store, "save_checkpoints", counting)
     return saved
 
 
@@ -158,18 +179,47 @@ def test_checkpoints_are_throttled_to_one_per_interval(
     assert 1 <= len(saved_checkpoints) <= 5, saved_checkpoints
     # Each checkpoint holds all the text so far: a prefix of the final text.
     final = Message.objects.get(pk=sent.assistant_message.pk).content
-    assert all(final.startswith(text) for text in saved_checkpoints)
+    texts = [t for batch in saved_checkpoints for t in batch.values()]
+    assert all(final.startswith(text) for text in texts)
+
+
+def test_checkpoints_of_all_runs_share_one_statement(conversation, settings, saved_checkpoints):
+    """Three runs streaming at once are checkpointed together, one save per interval."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.05
+    settings.CHAT_PROVIDER = {
+        "BACKEND": "chat.providers.scripted.ScriptedProvider",
+        "OPTIONS": {"deltas": [f"t{i} " for i in range(15)], "delay": 0.01},
+    }
+    started = []
+    jobs_here = []
+    conversations = [
+        Conversation.objects.create(owner=conversation.owner, model="m") for _ in range(3)
+    ]
+
+    async def go():
+        for job in jobs_here:
+            started.append(await runs.manager.astart(job))
+        await asyncio.gather(*started)
+
+    runs.manager.start, original = jobs_here.append, runs.manager.start
+    try:
+        answers = [
+            message_send(conversation=c, content="Hi").assistant_message for c in conversations
+        ]
+    finally:
+        runs.manager.start = original
+    async_to_sync(go)()
+    assert any(len(batch) == 3 for batch in saved_checkpoints), saved_checkpoints
+    assert all(Message.objects.get(pk=a.pk).status == Message.Status.COMPLETE for a in answers)
 
 
 def test_a_send_prepares_its_run_so_it_starts_without_touching_the_database(sent, conversation):
     """Sent once the process has its channel, the answer is born leased to it, and the send
     hands the run its history: the run needs no claim UPDATE and no read before the model."""
-    from chat.supervisor import supervisor
-
     async_to_sync(fanout.start)()  # the process's channel: a lease's owner
     other = Conversation.objects.create(owner=conversation.owner, model="m", system_prompt="Be")
     answer = message_send(conversation=other, content="Hi").assistant_message
-    assert answer.run_owner == supervisor.channel
+    assert answer.run_owner == runs.manager.channel
     job = jobs[str(answer.pk)]
     assert not job.needs_claim
     assert (job.request.model, job.request.system) == ("m", "Be")
@@ -178,31 +228,30 @@ def test_a_send_prepares_its_run_so_it_starts_without_touching_the_database(sent
 
 def test_an_answer_sent_without_an_owner_is_claimed_by_its_run(script, sent, conversation):
     """Sent before the process had its channel (no owner): the run takes the lease itself."""
-    from chat.supervisor import supervisor
-
     script(["x"])
     Message.objects.filter(pk=sent.assistant_message.pk).update(run_owner="")
     jobs[str(sent.assistant_message.pk)].needs_claim = True
     run_and_listen(str(sent.assistant_message.pk), conversation.pk)
     answer = Message.objects.get(pk=sent.assistant_message.pk)
-    assert (answer.run_owner, answer.content) == (supervisor.channel, "x")
+    assert (answer.run_owner, answer.content) == (runs.manager.channel, "x")
 
 
 def test_checkpoint_makes_partial_text_visible_while_streaming(
     sent, conversation, settings, monkeypatch
 ):
-    """With a zero interval, each delta is in the database before the next one is read."""
-    settings.CHAT_CHECKPOINT_INTERVAL = 0
+    """Text streamed so far reaches the database while the answer is still streaming."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.01
     seen = []
 
     class Spy:
         async def stream(self, request):
             for text in ["one ", "two "]:
                 yield TextDelta(text)
+                await asyncio.sleep(0.1)
                 seen.append(await Message.objects.aget(pk=sent.assistant_message.pk))
             yield StreamEnd()
 
-    monkeypatch.setattr(runs, "get_provider", Spy)
+    monkeypatch.setattr("chat.runs.run.get_provider", Spy)
     run_and_listen(str(sent.assistant_message.pk), conversation.pk)
     assert seen[0].status == Message.Status.STREAMING
     assert [m.content for m in seen] == ["one ", "one two "]
@@ -216,3 +265,29 @@ def test_a_run_that_cannot_claim_its_answer_does_nothing(script, sent, conversat
     run_and_listen(str(sent.assistant_message.pk), conversation.pk)
     assert provider.requests == []
     assert Message.objects.get(pk=sent.assistant_message.pk).content == ""
+
+
+def test_deleting_a_conversation_stops_its_run_and_tells_its_streams(script, sent, conversation):
+    """Deleted while it streams: the run stops at once (its upstream closes), and the
+    conversation's streams get `message_end` (cancelled, with the reason) and the deletion."""
+    provider = script([f"t{i} " for i in range(100)], delay=0.02)
+    message_id = str(sent.assistant_message.pk)
+
+    async def go():
+        queue = await fanout.subscribe(events.conversation_group(conversation.pk))
+        task = await runs.manager.astart(jobs[message_id])
+        await asyncio.sleep(0.15)
+        await asyncio.to_thread(conversation_delete, conversation=conversation)
+        await asyncio.wait([task], timeout=2)
+        assert task.done()
+        await asyncio.sleep(0.05)
+        return drain(queue)
+
+    published = async_to_sync(go)()
+    ends = [p for p in published if type(p) is MessageEnded]
+    assert len(ends) == 1
+    assert ends[0].data["status"] == "cancelled"
+    assert ends[0].error["code"] == "conversation_deleted"
+    assert type(published[-1]) is ConversationDeleted
+    assert len(provider.requests) == 1
+    assert not Message.objects.filter(pk=message_id).exists()

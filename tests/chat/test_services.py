@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
-from chat import selectors, services
+from chat import runs, selectors, services
 from chat.errors import ContentTooLong, NotFound, RunActive
 from chat.models import Conversation, Message
 from chat.providers import ChatTurn
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def started_runs(monkeypatch) -> list[str]:
-    """Replace `runs.start_run`; returns the message ids it was called with."""
+    """Replace `runs.manager.start`; returns the message ids it was called with."""
     calls: list[str] = []
-    monkeypatch.setattr("chat.runs.start_run", lambda job: calls.append(job.message_id))
+    monkeypatch.setattr(runs.manager, "start", lambda job: calls.append(job.message_id))
     return calls
 
 

@@ -15,7 +15,7 @@ from chat.errors import MessageFinished, NotAnAnswer, NotLatestAnswer, RunActive
 from chat.models import Message
 from chat.providers import get_provider
 from chat.replay import get_replay_buffer
-from chat.supervisor import Supervisor
+from chat.runs import StopReason, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,8 +23,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def no_runs(monkeypatch):
     """Runs are started by hand in these tests."""
-    monkeypatch.setattr(runs, "start_run", lambda job: None)
-    monkeypatch.setattr(runs, "request_cancel", lambda message_id, owner: None)
+    monkeypatch.setattr(runs.manager, "start", lambda job: None)
+    monkeypatch.setattr(runs.manager, "stop", lambda message_id, owner, reason=None: None)
+
+
+def tick() -> None:
+    async_to_sync(runs.manager.tick)()
 
 
 def finish(message: Message, status=Message.Status.COMPLETE, content="An answer") -> None:
@@ -40,7 +44,7 @@ def test_sweeper_ends_a_run_whose_lease_lapsed(conversation):
         content="Partial",
         run_lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
-    async_to_sync(Supervisor().tick)()
+    tick()
     message = Message.objects.get(pk=sent.assistant_message.pk)
     assert message.status == Message.Status.INTERRUPTED
     assert message.content == "Partial"
@@ -60,14 +64,14 @@ def test_sweeper_keeps_the_buffers_longer_text(conversation):
     buffer = get_replay_buffer()
     async_to_sync(buffer.start)(mid, {"message": {"id": mid}})
     async_to_sync(buffer.append)(mid, "Partial answer")
-    async_to_sync(Supervisor().tick)()
+    tick()
     assert Message.objects.get(pk=mid).content == "Partial answer"
 
 
 def test_sweeper_leaves_live_leases_alone(conversation):
     """An answer whose lease is current is not touched."""
     sent = services.message_send(conversation=conversation, content="Hi")
-    async_to_sync(Supervisor().tick)()
+    tick()
     assert Message.objects.get(pk=sent.assistant_message.pk).status == Message.Status.PENDING
 
 
@@ -77,7 +81,7 @@ def test_stopped_orphan_ends_cancelled(conversation):
     Message.objects.filter(pk=sent.assistant_message.pk).update(
         cancel_requested=True, run_lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    async_to_sync(Supervisor().tick)()
+    tick()
     assert Message.objects.get(pk=sent.assistant_message.pk).status == Message.Status.CANCELLED
 
 
@@ -103,15 +107,15 @@ def test_a_stop_before_the_run_starts_ends_it_cancelled(conversation, settings, 
         "OPTIONS": {"deltas": ["never"]},
     }
     jobs = []
-    monkeypatch.setattr(runs, "start_run", jobs.append)
+    monkeypatch.setattr(runs.manager, "start", jobs.append)
     sent = services.message_send(conversation=conversation, content="Hi")
 
     async def start_then_stop_at_once():
-        task = await runs.astart_run(jobs[0])
-        assert runs.cancel_local(str(sent.assistant_message.pk))
+        task = await runs.manager.astart(jobs[0])
+        assert runs.manager.stop_local(str(sent.assistant_message.pk), StopReason.USER)
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await runs.wait_local(5)  # the run that ends it
+        await runs.manager.wait(5)  # the run that ends it
 
     async_to_sync(start_then_stop_at_once)()
     message = Message.objects.get(pk=sent.assistant_message.pk)
@@ -163,3 +167,48 @@ def test_regenerate_refusals(conversation):
     finish(second.assistant_message)
     with pytest.raises(NotLatestAnswer):
         services.message_regenerate(message=first.assistant_message)
+
+
+def expire(message: Message, **fields) -> None:
+    Message.objects.filter(pk=message.pk).update(
+        status=Message.Status.STREAMING,
+        run_lease_expires_at=timezone.now() - timedelta(seconds=1),
+        **fields,
+    )
+
+
+def test_sweeper_stores_buffered_text_with_nul_characters(conversation):
+    """An orphan whose buffered text holds NUL (which PostgreSQL rejects) still ends, with
+    U+FFFD in its place: one bad text never leaves an answer `streaming`."""
+    sent = services.message_send(conversation=conversation, content="Hi")
+    mid = str(sent.assistant_message.pk)
+    expire(sent.assistant_message, content="Pa")
+    buffer = get_replay_buffer()
+    async_to_sync(buffer.start)(mid, {"message": {"id": mid}})
+    async_to_sync(buffer.append)(mid, "Pa\x00rtial")
+    tick()
+    message = Message.objects.get(pk=mid)
+    assert (message.status, message.content) == ("interrupted", "Pa\ufffdrtial")
+
+
+def test_one_orphan_that_cannot_be_saved_does_not_block_the_others(
+    conversation, other_user, monkeypatch
+):
+    """The sweeper handles each orphan on its own: a row whose save keeps failing is
+    logged, and the next orphan is still ended."""
+    bad = services.message_send(conversation=conversation, content="Hi").assistant_message
+    other = services.conversation_create(owner=other_user)
+    good = services.message_send(conversation=other, content="Hi").assistant_message
+    expire(bad, content="x")
+    expire(good, content="y")
+    original = store.save_final
+
+    async def failing_for_bad(message_id, **fields):
+        if message_id == str(bad.pk):
+            raise RuntimeError("this row cannot be written")
+        return await original(message_id, **fields)
+
+    monkeypatch.setattr(store, "save_final", failing_for_bad)
+    tick()
+    assert Message.objects.get(pk=good.pk).status == Message.Status.INTERRUPTED
+    assert Message.objects.get(pk=bad.pk).status == Message.Status.STREAMING

@@ -1,0 +1,78 @@
+"""chatsite's own settings, with their defaults, in one place (the way DRF's `api_settings` is).
+
+A site's settings module names only what it changes (`CHAT_CHECKPOINT_INTERVAL = 1.0`);
+everything else comes from `DEFAULTS` below. Values are read from Django's settings on
+every access, so `override_settings` and pytest-django's `settings` fixture just work,
+and nothing is read at import time.
+
+The environment variable of each setting has the same name (see `chatsite/env.py`).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+DEFAULTS: dict[str, object] = {
+    # The model new conversations use.
+    "MODEL": "claude-sonnet-4-5",
+    "MAX_TOKENS": 4096,
+    "MAX_MESSAGE_CHARS": 32_000,
+    # Backends: {"BACKEND": dotted path, "OPTIONS": {...}} (see chat/backends.py). The
+    # site's settings choose Redis ones when REDIS_URL is set, and the real model when
+    # ANTHROPIC_API_KEY is.
+    "PROVIDER": {"BACKEND": "chat.providers.demo.DemoProvider", "OPTIONS": {}},
+    "REPLAY_BUFFER": {"BACKEND": "chat.replay.InMemoryReplayBuffer", "OPTIONS": {}},
+    "STREAM_SLOTS": {"BACKEND": "chat.limits.InMemoryStreamSlots", "OPTIONS": {}},
+    # Threads that run requests' sync code (middleware, DRF views), reused across
+    # requests: see chatsite/handlers.py. Few, because they share one GIL with the event
+    # loop: at 100 streams, 4 instead of 8 halved the relay's median latency (25 -> 11 ms)
+    # and gave 8% more tokens/s; 2 halved it again, but then two slow stops (which wait up
+    # to 2 s for the run's final save) would hold every thread.
+    "REQUEST_THREADS": 4,
+    # Runs' text is saved to the database at most this often (one statement for all of
+    # a process's runs); the first save of an answer waits one interval.
+    "CHECKPOINT_INTERVAL": 0.5,
+    # With Redis: how long run output waits to be sent, so that one pipelined flush
+    # carries every run's buffer writes and live events (see chat/outbox.py).
+    "FLUSH_SECONDS": 0.02,
+    # Answers one process generates at once; a send past it is refused with 503 and
+    # Retry-After, so that admitted streams stay fast instead of every stream slowing.
+    "MAX_RUNS_PER_PROCESS": 200,
+    "SSE_RETRY_MS": 2000,
+    "SSE_HEARTBEAT_SECONDS": 15.0,
+    # A message in flight that a stream hears nothing about for this long is looked
+    # up in stored state (the channel layer is at-most-once: its end may be lost).
+    "SSE_QUIET_SECONDS": 3.0,
+    # Runs hold a lease renewed every heartbeat; a run whose lease lapses (its
+    # process died) is ended `interrupted` by any process's sweeper.
+    "RUN_LEASE_SECONDS": 15.0,
+    "RUN_HEARTBEAT_SECONDS": 5.0,
+    "DRAIN_SECONDS": 20.0,
+    # Whether this process ends other processes' orphaned runs. Every process of a
+    # site should; only a process that shares a database with another site (as the
+    # tests' servers do) must not.
+    "SWEEP_ORPHANS": True,
+    # Every Redis operation of the chat backends gives up after this long.
+    "REDIS_TIMEOUT_SECONDS": 2.0,
+    "REPLAY_TTL_SECONDS": 300.0,
+    "MAX_STREAMS_PER_USER": 20,
+    # Stream tokens live this long (at most 5 minutes: they travel in URLs).
+    "STREAM_TOKEN_LIFETIME_SECONDS": 120,
+}
+
+_MAX_STREAM_TOKEN_LIFETIME_SECONDS = 300
+
+
+class ChatSettings:
+    """`chat_settings.CHECKPOINT_INTERVAL` is `settings.CHAT_CHECKPOINT_INTERVAL` or its default."""
+
+    def __getattr__(self, name: str):
+        if name not in DEFAULTS:
+            raise AttributeError(f"No chat setting {name!r}")
+        value = getattr(settings, f"CHAT_{name}", DEFAULTS[name])
+        if name == "STREAM_TOKEN_LIFETIME_SECONDS":
+            value = min(int(value), _MAX_STREAM_TOKEN_LIFETIME_SECONDS)
+        return value
+
+
+chat_settings = ChatSettings()

@@ -1,0 +1,119 @@
+"""The run core's database boundary: the only places runs, leases and the sweeper
+touch the ORM. Each is one statement (or two), run on the database thread."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.db.models import Case, Q, TextField, Value, When
+from django.utils import timezone
+
+from ..conf import chat_settings
+from ..models import Message
+
+# PostgreSQL's text type cannot hold NUL (and a failing checkpoint would leave the
+# answer `streaming`). Runs replace it, as it arrives, with U+FFFD (the replacement
+# character): one character for one, so offsets, resume positions and what clients
+# saw stay the same as what is stored.
+_UNSTORABLE = {0: "\ufffd"}
+
+
+def storable(text: str) -> str:
+    return text.translate(_UNSTORABLE) if "\x00" in text else text
+
+
+def _lease_expiry():
+    return timezone.now() + timedelta(seconds=chat_settings.RUN_LEASE_SECONDS)
+
+
+def lease_for_new_answer(created_at):
+    return created_at + timedelta(seconds=chat_settings.RUN_LEASE_SECONDS)
+
+
+@database_sync_to_async
+def claim(message_id: str, owner: str) -> bool:
+    """Lease a pending answer that was created without an owner; False if it is gone."""
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.PENDING, run_owner="").update(
+            run_owner=owner, run_lease_expires_at=_lease_expiry()
+        )
+    )
+
+
+@database_sync_to_async
+def save_checkpoints(texts: dict[str, str]) -> set[str]:
+    """Save the text so far of several runs in one statement.
+
+    Returns the ids that are no longer active (ended elsewhere, or deleted): their
+    runs must stop.
+    """
+    active = Message.objects.filter(pk__in=list(texts), status__in=Message.ACTIVE_STATUSES)
+    saved = active.update(
+        content=Case(
+            *(When(pk=pk, then=Value(text)) for pk, text in texts.items()),
+            output_field=TextField(),
+        ),
+        status=Message.Status.STREAMING,
+    )
+    if saved == len(texts):
+        return set()
+    still = {str(pk) for pk in active.values_list("pk", flat=True)}
+    return set(texts) - still
+
+
+@database_sync_to_async
+def save_final(
+    message_id: str,
+    *,
+    text: str,
+    status: str,
+    stop_reason: str,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    error: dict | None,
+    orphan: bool,
+) -> bool:
+    """Store an answer's final state, if it is still active (and, for an orphan, if its
+    lease has lapsed: another process's sweeper may have got there first)."""
+    now = timezone.now()
+    rows = Message.objects.filter(pk=message_id, status__in=Message.ACTIVE_STATUSES)
+    if orphan:
+        rows = rows.filter(Q(run_lease_expires_at__lt=now) | Q(run_lease_expires_at__isnull=True))
+    fields = {
+        "content": text,
+        "status": status,
+        "stop_reason": stop_reason,
+        "error_code": error["code"] if error else "",
+        "error_message": error["message"] if error else "",
+        "completed_at": now,
+        "run_lease_expires_at": None,
+    }
+    if not orphan:  # a sweeper knows no usage: it keeps what is stored
+        fields.update(input_tokens=input_tokens, output_tokens=output_tokens)
+    return bool(rows.update(**fields))
+
+
+@database_sync_to_async
+def renew_leases(message_ids: list[str], owner: str) -> tuple[list[str], list[str]]:
+    """Extend our runs' leases. Returns (stop requested, no longer active).
+
+    A run of ours whose message is no longer active was ended by another
+    process's sweeper (our lease lapsed, e.g. the loop was blocked), or deleted.
+    """
+    active = Message.objects.filter(pk__in=message_ids, status__in=Message.ACTIVE_STATUSES)
+    active.update(run_owner=owner, run_lease_expires_at=_lease_expiry())
+    rows = dict(active.values_list("pk", "cancel_requested"))
+    stop = [str(pk) for pk, requested in rows.items() if requested]
+    found = {str(pk) for pk in rows}
+    return stop, [m for m in message_ids if m not in found]
+
+
+@database_sync_to_async
+def expired_runs(exclude: list[str], limit: int = 100) -> list[Message]:
+    now = timezone.now()
+    expired = Message.objects.filter(
+        Q(run_lease_expires_at__lt=now) | Q(run_lease_expires_at__isnull=True),
+        status__in=Message.ACTIVE_STATUSES,
+    ).exclude(pk__in=exclude)
+    return list(expired[:limit])

@@ -1,0 +1,68 @@
+"""Ending answers whose run died with its process (SIGKILL, OOM, a lost machine).
+
+An active answer whose lease has lapsed belongs to a dead process. The sweeper
+ends it `interrupted` (or `cancelled` if a stop was asked), keeps the longest
+text it can find — the replay buffer's, else the last checkpoint — and tells
+viewers. Each orphan is handled on its own: one that cannot be saved is logged
+and ended with the text the database already holds, and never holds up the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import BackendUnavailable
+from ..events import RunError, run_error_data
+from ..models import Message
+from ..outbox import Outbox
+from . import store
+from .finish import finish_message
+
+logger = logging.getLogger(__name__)
+
+
+async def sweep(*, exclude: list[str], outbox: Outbox) -> int:
+    """End every expired run not in `exclude` (this process's own); how many were ended."""
+    ended = 0
+    for message in await store.expired_runs(exclude):
+        try:
+            ended += await end_orphan(message, outbox=outbox)
+        except Exception:
+            logger.exception("could not end orphaned answer %s with its buffered text", message.pk)
+            try:
+                ended += await end_orphan(message, outbox=outbox, use_buffer=False)
+            except Exception:
+                logger.exception("could not end orphaned answer %s", message.pk)
+    return ended
+
+
+async def end_orphan(message: Message, *, outbox: Outbox, use_buffer: bool = True) -> bool:
+    """End an active message whose run is gone; True if this process did it."""
+    message_id = str(message.pk)
+    text = message.content
+    if use_buffer:
+        try:
+            snapshot = await outbox.buffer.get(message_id)
+        except BackendUnavailable:
+            snapshot = None
+        if snapshot is not None and len(snapshot.text) > len(text):
+            text = snapshot.text  # what reached viewers after the last checkpoint
+    if message.cancel_requested:
+        status, error = Message.Status.CANCELLED, None
+    else:
+        status = Message.Status.INTERRUPTED
+        error = run_error_data(message_id=message_id, code=RunError.RUN_LOST)
+    ended = await finish_message(
+        outbox=outbox,
+        conversation_id=str(message.conversation_id),
+        message_id=message_id,
+        text=text,
+        status=status,
+        input_tokens=message.input_tokens,
+        output_tokens=message.output_tokens,
+        error=error,
+        orphan=True,
+    )
+    if ended:
+        logger.warning("run %s was orphaned; ended %s", message_id, status)
+    return ended
