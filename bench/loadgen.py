@@ -6,8 +6,11 @@ same core as the fake upstream. Modes (`spec["mode"]`):
 ``load``       C workers in a closed loop until the measurement window ends.
                chatsite: mint a stream token, open the conversation stream, wait for
                its `retry:` block (the server has subscribed), then repeatedly POST a
-               message and read until its `message_end`. Peers: GET /stream, read
-               until `message_end`, repeat.
+               message and read until its `message_end`; a send refused with 503 is
+               counted (`refused`, not an error) and tried again after its
+               Retry-After (at most 2 s). Sends and stream tokens go to `base_url`,
+               streams to `stream_base_url` (another process of the same site, if
+               given). Peers: GET /stream, read until `message_end`, repeat.
 ``idle``       open N streams that receive heartbeats only and hold them.
 ``calibrate``  sequential streaming requests straight to the fake upstream: its own
                time to first token (the baseline that TTFT overhead subtracts).
@@ -17,7 +20,9 @@ Timing: every delta of the fake upstream started with `--stamp` is "<seq>@<send 
 several stamps (a relay may coalesce), and relay latency is computed for each stamp:
 receive time (time.time() when the chunk came off the socket) minus the stamp.
 Only deltas received inside the measurement window count toward latency and
-tokens/s; only messages sent inside it count toward TTFT.
+tokens/s; only messages sent inside it count toward TTFT. CPU time of every process
+group (`proc_groups`) and, with `redis_url`, Redis's `INFO commandstats` are read at
+the window's edges.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import re
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,9 +44,11 @@ import numpy as np
 import psutil
 
 from bench.sse import SSEParser
+from bench.systems import redis_commandstats, redis_per_token, redis_stats_client
 
 STAMP_RE = re.compile(r"(\d+)@(\d+\.\d+)")
 NO_PID_DATA = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
+MAX_RETRY_AFTER = 2.0  # s: the longest a refused send waits before it is tried again
 
 
 # --------------------------------------------------------------------- processes
@@ -49,13 +57,16 @@ NO_PID_DATA = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 @dataclass
 class ProcGroup:
     """Processes whose CPU time and RSS are summed: pids (and their children) and
-    any process whose command line contains one of `match` (e.g. PostgreSQL backends
-    of the bench database, which come and go)."""
+    any process whose command line contains one of `match` as whole words (e.g.
+    PostgreSQL backends of the bench database, which come and go)."""
 
     name: str
     pids: list[int] = field(default_factory=list)
     match: list[str] = field(default_factory=list)
     children: bool = True
+
+    def __post_init__(self) -> None:
+        self._match = [re.compile(rf"(?<!\S){re.escape(m)}(?!\S)") for m in self.match]
 
     def processes(self) -> list[psutil.Process]:
         procs: dict[int, psutil.Process] = {}
@@ -71,38 +82,45 @@ class ProcGroup:
         if self.match:
             for proc in psutil.process_iter(["cmdline"]):
                 cmd = " ".join(proc.info["cmdline"] or ())
-                if any(m in cmd for m in self.match):
+                if any(m.search(cmd) for m in self._match):
                     procs[proc.pid] = proc
         return list(procs.values())
 
-    def sample(self) -> dict[str, float]:
+    def sample(self) -> dict:
         """CPU seconds (user+system, reaped children included), RSS bytes, threads and
-        open file descriptors, summed over the group."""
+        open file descriptors, summed over the group, and the pids sampled."""
         cpu = rss = threads = fds = 0.0
+        pids = []
         for proc in self.processes():
             try:
                 with proc.oneshot():
                     t = proc.cpu_times()
                     cpu += t.user + t.system + t.children_user + t.children_system
+                    pids.append(proc.pid)
                     rss += proc.memory_info().rss
                     threads += proc.num_threads()
-                    fds += proc.num_fds()
+                    fds += proc.num_fds()  # another user's process: AccessDenied
             except NO_PID_DATA:
                 pass
-        return {"cpu": cpu, "rss": rss, "threads": threads, "fds": fds}
+        return {"cpu": cpu, "rss": rss, "threads": threads, "fds": fds, "pids": pids}
 
 
 def proc_groups(spec: dict) -> dict[str, ProcGroup]:
+    """ "sut" (the system under test, all its processes), "sut_<part>" (each process of
+    a multi-process system), "client", "upstream", "backing_<service>" (PostgreSQL,
+    Redis: services the system uses, not counted in its CPU)."""
     groups = {"sut": ProcGroup("sut", **spec.get("sut_procs", {}))}
+    for part, procs in (spec.get("sut_parts") or {}).items():
+        groups[f"sut_{part}"] = ProcGroup(f"sut_{part}", **procs)
     groups["client"] = ProcGroup("client", pids=[os.getpid()], children=False)
     if spec.get("upstream_pid"):
         groups["upstream"] = ProcGroup("upstream", pids=[spec["upstream_pid"]])
-    if spec.get("backing_procs"):
-        groups["backing"] = ProcGroup("backing", **spec["backing_procs"])
+    for service, procs in (spec.get("backing_procs") or {}).items():
+        groups[f"backing_{service}"] = ProcGroup(f"backing_{service}", **procs)
     return groups
 
 
-def sample_all(groups: dict[str, ProcGroup]) -> dict[str, dict[str, float]]:
+def sample_all(groups: dict[str, ProcGroup]) -> dict[str, dict]:
     return {name: group.sample() for name, group in groups.items()}
 
 
@@ -138,8 +156,10 @@ class Stats:
         self.tokens_window = 0
         self.tokens_total = 0
         self.duplicate_tokens = 0
-        self.answers_sent = 0
+        self.answers_sent = 0  # sends answered, refusals (503) not included
         self.answers_accepted = 0  # chatsite: the POST got 201
+        self.refused = 0  # chatsite: sends answered 503 (tried again after Retry-After)
+        self.refused_in_window = 0
         self.answers_ok = 0
         self.answers_in_window = 0
         self.missing_tokens = 0
@@ -202,6 +222,7 @@ class Run:
         self.offset = offset  # worker i uses conversation / URL i + offset
         self.max_answers = max_answers
         self.base = spec["base_url"]
+        self.stream_base = spec.get("stream_base_url") or self.base
         self.stats = Stats(spec.get("expected_tokens", 50), spec.get("upstream_ttft", 0.0))
         self.stop_at = float("inf")  # no new answers after this (time.time())
         self.message_timeout = spec.get("message_timeout", 60.0)
@@ -244,7 +265,7 @@ class Run:
                     url = await self._stream_url(conv, auth)
                     if url is None:
                         return
-                    resp = await s.get(self.base + url, headers={"Accept": "text/event-stream"})
+                    resp = await s.get(url, headers={"Accept": "text/event-stream"})
                     if resp.status != 200:
                         self.error(f"stream_http_{resp.status}")
                         return
@@ -259,16 +280,24 @@ class Run:
             messages_url = f"{self.base}/api/v1/conversations/{conv}/messages/"
             sent = 0
             while time.time() < self.stop_at and not state["closed"] and sent < self.max_answers:
-                sent += 1
                 answer = Answer(time.time(), self.stats.expected)
                 state["answer"] = answer
                 try:
                     async with s.post(messages_url, json={"content": "bench"}, headers=auth) as r:
                         await r.read()
                         status = r.status
+                        retry_after = r.headers.get("Retry-After")
                 except (aiohttp.ClientError, OSError) as exc:
                     self.error(f"send_{type(exc).__name__}")
                     break
+                if status == 503:  # at capacity: a refusal, not an error; try again
+                    self.stats.refused += 1
+                    start, end = self.stats.window
+                    if start <= answer.t_sent < end:
+                        self.stats.refused_in_window += 1
+                    await asyncio.sleep(_retry_after(retry_after))
+                    continue
+                sent += 1
                 self.stats.answers_sent += 1
                 if status != 201:
                     self.error(f"send_http_{status}")
@@ -291,6 +320,7 @@ class Run:
                 resp.close()
 
     async def _stream_url(self, conv: str, auth: dict) -> str | None:
+        """A stream token from `base_url`; the stream's URL on `stream_base_url`."""
         assert self.session is not None
         url = f"{self.base}/api/v1/conversations/{conv}/stream-token/"
         async with self.session.post(url, headers=auth) as r:
@@ -298,7 +328,10 @@ class Run:
             if r.status != 201:
                 self.error(f"stream_token_http_{r.status}")
                 return None
-        return json.loads(body)["stream_url"]
+        # The server returns a path (or a URL on its own origin): open it on the
+        # stream base instead.
+        parts = urllib.parse.urlsplit(json.loads(body)["stream_url"])
+        return self.stream_base + urllib.parse.urlunsplit(("", "", *parts[2:]))
 
     async def _read_chatsite(self, resp: aiohttp.ClientResponse, state: dict) -> None:
         parser = SSEParser()
@@ -397,7 +430,8 @@ class Run:
         try:
             async with self.open_slots:
                 try:
-                    resp = await s.get(self.base + path, headers={"Accept": "text/event-stream"})
+                    url = self.stream_base + path
+                    resp = await s.get(url, headers={"Accept": "text/event-stream"})
                     if resp.status != 200:
                         self.error(f"stream_http_{resp.status}")
                         return
@@ -435,6 +469,15 @@ class Run:
                     self.stats.streams_with_heartbeat += 1
             if resp is not None:
                 resp.close()
+
+
+def _retry_after(header: str | None) -> float:
+    """Seconds to wait after a 503: its Retry-After (delta-seconds), at most
+    MAX_RETRY_AFTER; 0.5 s if it has none (or an HTTP date)."""
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(header or "")))
+    except ValueError:
+        return 0.5
 
 
 class _NullSlot:
@@ -514,16 +557,23 @@ async def run_streams(spec: dict) -> dict:
 
         # The measurement window.
         duration = spec.get("duration", 10.0)
+        rstats = redis_stats_client(spec["redis_url"]) if spec.get("redis_url") else None
+        if rstats is not None:
+            redis_commandstats(rstats)  # connect now, not inside the window
         w0 = time.time()
         stats.window = (w0, w0 + duration)
         run.stop_at = w0 + duration
+        redis_before = redis_commandstats(rstats) if rstats is not None else None
         before = sample_all(groups)
         open_at_start = stats.open_streams
         await asyncio.sleep(duration)
         after = sample_all(groups)
+        redis_after = redis_commandstats(rstats) if rstats is not None else None
         open_at_end = stats.open_streams
         w1 = time.time()
         run.hold.set()
+        if rstats is not None:
+            rstats.close()
 
         # Let answers in flight finish (bounded), then close everything.
         done, pending = await asyncio.wait(tasks, timeout=run.message_timeout + 5)
@@ -546,6 +596,7 @@ async def run_streams(spec: dict) -> dict:
     cpu = {name: after[name]["cpu"] - before[name]["cpu"] for name in after}
     rss_open = float(np.mean(window_rss)) if window_rss else after["sut"]["rss"]
     held = (open_at_start + open_at_end) / 2
+    offered = C * spec.get("tokens_per_second", 50.0)  # every stream always answering
     result.update(
         {
             "window_seconds": win,
@@ -560,9 +611,12 @@ async def run_streams(spec: dict) -> dict:
             "tokens_window": tokens,
             "tokens_per_second": tokens / win,
             "tokens_total": stats.tokens_total,
-            "expected_tokens_per_second": C * spec.get("tokens_per_second", 50.0),
+            "offered_tokens_per_second": offered if mode == "load" else None,
+            "delivered_fraction": tokens / win / offered if mode == "load" and offered else None,
             "answers_sent": stats.answers_sent,
             "answers_accepted": stats.answers_accepted,
+            "refused": stats.refused,
+            "refused_in_window": stats.refused_in_window,
             "answers_ok": stats.answers_ok,
             "answers_in_window": stats.answers_in_window,
             "missing_tokens": stats.missing_tokens,
@@ -583,8 +637,36 @@ async def run_streams(spec: dict) -> dict:
             "client_loop_lag_ms": _pct(lags),
         }
     )
-    if "backing" in cpu and tokens:
-        result["backing_cpu_per_1k_tokens"] = cpu["backing"] / tokens * 1000
+    parts = [name.removeprefix("sut_") for name in cpu if name.startswith("sut_")]
+    if parts:
+        result["sut_cpu_by_process"] = {
+            part: {
+                "cpu_seconds": cpu[f"sut_{part}"],
+                "per_1k_tokens": cpu[f"sut_{part}"] / tokens * 1000 if tokens else None,
+                "utilisation": cpu[f"sut_{part}"] / win,
+            }
+            for part in parts
+        }
+    services = [name.removeprefix("backing_") for name in cpu if name.startswith("backing_")]
+    for service in services:
+        key = f"backing_{service}"
+        result[f"{service}_cpu_per_1k_tokens"] = cpu[key] / tokens * 1000 if tokens else None
+        result[f"{service}_cpu_utilisation"] = cpu[key] / win
+        # A process that exited inside the window took its CPU time with it (not
+        # counted); a process that started inside it is counted from zero.
+        pids0, pids1 = set(before[key]["pids"]), set(after[key]["pids"])
+        result.setdefault("backing_pids", {})[service] = {
+            "start": len(pids0),
+            "end": len(pids1),
+            "exited": len(pids0 - pids1),
+        }
+    if services and tokens:
+        backing = sum(cpu[f"backing_{s}"] for s in services)
+        result["backing_cpu_per_1k_tokens"] = backing / tokens * 1000
+    if spec.get("redis_url"):
+        result["redis"] = redis_per_token(redis_before, redis_after, tokens) | {
+            "bracket": "measurement window"
+        }
     raw = spec.get("raw_prefix")
     if raw:
         np.savez_compressed(
@@ -619,6 +701,8 @@ async def _warm_up(spec: dict, session: aiohttp.ClientSession) -> dict:
         "opened": run.stats.opened,
         "answers_sent": run.stats.answers_sent,
         "answers_accepted": run.stats.answers_accepted,
+        "refused": run.stats.refused,
+        "tokens_total": run.stats.tokens_total,
         "errors": dict(run.stats.errors),
     }
 

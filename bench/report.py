@@ -44,6 +44,19 @@ def _answer_message_writes(result: dict):
     return inserts / 2 + db.get('UPDATE "chat_message"_per_answer', 0.0)
 
 
+def _offered(result: dict):
+    """C x tokens/s per stream (older results call it `expected_tokens_per_second`)."""
+    return result.get("offered_tokens_per_second") or result.get("expected_tokens_per_second")
+
+
+def _delivered(result: dict):
+    """Delivered tokens/s ÷ offered."""
+    if result.get("delivered_fraction") is not None:
+        return result["delivered_fraction"]
+    offered, tps = _offered(result), result.get("tokens_per_second")
+    return tps / offered if offered and tps is not None else None
+
+
 # (key, column title, getter)
 LOAD_METRICS = [
     ("lat_p50", "latency p50 ms", _get("latency_ms.p50")),
@@ -52,18 +65,26 @@ LOAD_METRICS = [
     ("ttft_p50", "TTFT overhead p50 ms", _get("ttft_overhead_ms.p50")),
     ("ttft_p99", "TTFT overhead p99 ms", _get("ttft_overhead_ms.p99")),
     ("tok_s", "tokens/s", _get("tokens_per_second")),
+    ("offered", "offered tokens/s", _offered),
+    ("delivered", "delivered (of offered)", _delivered),
     ("cpu_1k", "CPU s / 1k tokens", _get("sut_cpu_per_1k_tokens")),
     ("rss_kb", "RSS KB / stream", _get("rss_per_stream_kb")),
     ("writes", "DB writes / answer", _get("db.writes_per_answer")),
     ("answer_writes", "of which the answer's row", _answer_message_writes),
+    ("redis_cmds", "Redis cmds / token", _get("redis.commands_per_token")),
     ("errors", "errors", _get("error_count")),
+    ("refused", "refused", _get("refused")),
     ("core1", "harness core busy", _get("core1_utilisation")),
 ]
 EXTRA_LOAD = [
     ("opened", "streams opened (of C)", _get("opened")),
     ("pg_rows", "PG rows written / answer", _get("db.pg_tup_written_per_answer")),
     ("pg_commits", "PG commits / answer", _get("db.pg_xact_commit_per_answer")),
-    ("backing_cpu_1k", "PG+Redis CPU s / 1k tokens", _get("backing_cpu_per_1k_tokens")),
+    ("pg_cpu_1k", "PostgreSQL CPU s / 1k tokens", _get("postgres_cpu_per_1k_tokens")),
+    ("redis_cpu_1k", "Redis CPU s / 1k tokens", _get("redis_cpu_per_1k_tokens")),
+    ("redis_us", "Redis command µs / token", _get("redis.usec_per_token")),
+    ("cpu_1k_A", "process A CPU s / 1k tokens", _get("sut_cpu_by_process.A.per_1k_tokens")),
+    ("cpu_1k_B", "process B CPU s / 1k tokens", _get("sut_cpu_by_process.B.per_1k_tokens")),
     ("open_p50", "stream open p50 ms", _get("open_ms.p50")),
     ("answer_ms", "answer streaming mean ms", _get("answer_streaming_ms.mean")),
     ("threads", "server threads (max)", _get("sut_threads.max")),
@@ -128,9 +149,16 @@ def aggregate(results: list[dict]) -> dict:
 def _cell(g: dict, key: str) -> str:
     vals = g["values"].get(key, [])
     med = g["median"].get(key)
+    if all(v is None for v in vals):
+        return "—"
     if key == "core1":
         pct = [None if v is None else f"{v:.0%}" for v in vals]
         return " / ".join(p or "—" for p in pct)
+    if key == "delivered":
+        pct = [None if v is None else f"{v:.0%}" for v in [med, *vals]]
+        if len(vals) <= 1:
+            return pct[0] or "—"
+        return f"{pct[0] or '—'} ({', '.join(p or '—' for p in pct[1:])})"
     if len(vals) <= 1:
         return fmt(med)
     return f"{fmt(med)} ({', '.join(fmt(v) for v in vals)})"
@@ -282,15 +310,22 @@ def markdown(groups: dict, meta: dict) -> str:
         ),
         f"- command: `{meta['command']}`",
         f"- settings: {json.dumps(meta['settings'])}",
-        "- each system under test on core 0 (one process), fake upstream + load client on core 1;"
-        " cells are `median (run 1, run 2)`; see bench/README.md for what each figure means.",
+        "- each system under test on core 0 (one process; `chatsite-pg-2proc`: both its"
+        " processes), fake upstream + load client on core 1; cells are `median (run 1, run 2)`;"
+        " see bench/README.md for what each figure means.",
     ]
     if meta.get("skipped"):
         lines.append(
             "- skipped (at a smaller C the system took longer than the point budget or"
             f" opened fewer than half its streams): {', '.join(meta['skipped'])}"
         )
-    lines += ["", "## Streams under load (50-token answers at 50 tokens/s per stream)", ""]
+    st = meta["settings"]
+    lines += [
+        "",
+        f"## Streams under load ({st['tokens']:g}-token answers at {st['tokens_per_second']:g}"
+        " tokens/s per stream)",
+        "",
+    ]
     cols = LOAD_METRICS
     lines.append("| system | C | " + " | ".join(t for _, t, _ in cols) + " |")
     lines.append("|---|---:|" + "---:|" * len(cols))
@@ -322,6 +357,18 @@ def markdown(groups: dict, meta: dict) -> str:
             + " | ".join(fmt(g["median"].get(k)) for k, _ in extra)
             + " |"
         )
+
+    lines += [
+        "",
+        "CPU s / 1k tokens is the system's own processes only; PostgreSQL (backends of the"
+        " bench database) and Redis (the server) are the two columns above, measured in the"
+        " same window. Redis cmds / token: `INFO commandstats` calls (all commands, those"
+        " run inside Lua scripts included) in the window ÷ tokens delivered in it.",
+    ]
+    redis_rows = _redis_commands(groups, load_keys, labels)
+    if redis_rows:
+        lines += ["", "Redis commands per delivered token, by command (medians):", ""]
+        lines += redis_rows
 
     rat = ratios(groups)
     if rat:
@@ -383,6 +430,29 @@ def markdown(groups: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _redis_commands(groups: dict, load_keys: list, labels: dict, top: int = 8) -> list[str]:
+    """One line per Redis point: its top commands per token, median over runs (a
+    command missing from a run's top counts 0), and the figure over the whole load."""
+    lines = []
+    for key in load_keys:
+        runs = [r["redis"] for r in groups[key]["runs"] if r.get("redis", {}).get("tokens")]
+        if not runs:
+            continue
+        names = {c for r in runs for c in r.get("top_per_token", {})}
+        per = {
+            c: statistics.median(r.get("top_per_token", {}).get(c, 0.0) for r in runs)
+            for c in names
+        }
+        ranked = sorted(per.items(), key=lambda kv: -kv[1])[:top]
+        whole = _median([(r.get("whole_load") or {}).get("commands_per_token") for r in runs])
+        lines.append(
+            f"- {labels.get(key[0], key[0])}, C={key[2]}: "
+            + ", ".join(f"{c} {fmt(n)}" for c, n in ranked)
+            + f" (all commands over the whole load, ramp and warm-up included: {fmt(whole)})"
+        )
+    return lines
+
+
 def plot(groups: dict, meta: dict, path: Path) -> None:
     import matplotlib
 
@@ -397,6 +467,7 @@ def plot(groups: dict, meta: dict, path: Path) -> None:
         "node": "C3",
         "chatsite-uvicorn": "C4",
         "chatsite-pg-uvicorn": "C5",
+        "chatsite-pg-2proc": "C6",
     }
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     (ax_lat, ax_tps), (ax_cpu, ax_rss) = axes

@@ -9,7 +9,9 @@ on a noisy machine hits every system alike:
 3. chatsite only: prepare users, fresh conversations and access tokens
    (`bench.chatsite_setup`), and read the database write counters;
 4. run the load client (`bench.loadgen`) on core 1: ramp up C streams, settle,
-   measure for `--duration` seconds, let answers finish;
+   measure for `--duration` seconds, let answers finish (systems on Redis: Redis's
+   `INFO commandstats` is read right before and right after it, and by the client
+   at the window's edges);
 5. read the counters again, stop the system and the upstream (process groups,
    SIGTERM then SIGKILL), whatever happened.
 
@@ -40,6 +42,9 @@ from bench.systems import (
     System,
     all_systems,
     machine_info,
+    redis_commandstats,
+    redis_per_token,
+    redis_stats_client,
     spawn,
     start_upstream,
 )
@@ -151,6 +156,7 @@ def run_point(system: System, c: int, rep: int, mode: str, args, rawdir: Path) -
                 "mode": mode,
                 "kind": system.kind,
                 "base_url": system.base_url,
+                "stream_base_url": system.stream_base_url or system.base_url,
                 "concurrency": c,
                 "warmup": WARMUP,
                 "ramp_per_10ms": args.ramp,
@@ -167,15 +173,31 @@ def run_point(system: System, c: int, rep: int, mode: str, args, rawdir: Path) -
                 "raw_prefix": str(rawdir / f"{tag}.npz"),
                 **prep,
             }
+            if system.sut_parts():
+                spec["sut_parts"] = system.sut_parts()
             if system.backing_procs():
                 spec["backing_procs"] = system.backing_procs()
+            redis = redis_stats_client(system.redis_url()) if system.redis_url() else None
+            if redis is not None:
+                spec["redis_url"] = system.redis_url()
             budget = spec["ramp_timeout"] + args.settle + spec["duration"]
-            profiler = _start_profiler(system, rawdir, tag) if args.profile else None
+            profilers = _start_profilers(system, rawdir, tag) if args.profile else []
             try:
+                # Server-wide, so read right around the load (warm-up to last answer).
+                redis_before = redis_commandstats(redis) if redis is not None else None
                 result = loadgen(spec, rawdir, tag, timeout=budget + args.message_timeout + 60)
+                redis_after = redis_commandstats(redis) if redis is not None else None
             finally:
-                if profiler is not None:
+                for profiler in profilers:
                     _stop_profiler(profiler)
+            if redis is not None:
+                redis.close()
+                tokens = result.get("tokens_total", 0)
+                tokens += result.get("warmup", {}).get("tokens_total", 0)
+                whole = redis_per_token(redis_before, redis_after, tokens)
+                result.setdefault("redis", {})["whole_load"] = whole | {
+                    "bracket": "warm-up, ramp, window and drain (every token received)"
+                }
             time.sleep(1.0)  # the server's counter file is rewritten every 0.25 s
             counters_mid = system.db_counters()
         finally:
@@ -205,14 +227,21 @@ def run_point(system: System, c: int, rep: int, mode: str, args, rawdir: Path) -
     return result
 
 
-def _start_profiler(system: System, rawdir: Path, tag: str):
-    """py-spy (sampling, non-blocking, collapsed stacks) on the system, ramp to end."""
+def _start_profilers(system: System, rawdir: Path, tag: str) -> list:
+    """py-spy (sampling, non-blocking, collapsed stacks) on each process of the system
+    (`<tag>.pyspy.txt`, or `<tag>-A.pyspy.txt`, `-B` for a two-process one), ramp to end."""
     pyspy = shutil.which("py-spy", path=f"{Path(PY).parent}:{os.environ.get('PATH', '')}")
     if system.proc is None or system.name == "node" or pyspy is None:
-        return None
-    cmd = [pyspy, "record", "--pid", str(system.proc.pid), "--rate", "100", "--gil"]
-    cmd += ["--nonblocking", "--format", "raw", "--output", str(rawdir / f"{tag}.pyspy.txt")]
-    return spawn(f"py-spy-{tag}", cmd, core=HARNESS_CORE, env=None, logdir=rawdir / "logs")
+        return []
+    parts = system.sut_parts() or {"": {"pids": [system.proc.pid]}}
+    profilers = []
+    for part, procs in parts.items():
+        name = f"{tag}-{part}" if part else tag
+        cmd = [pyspy, "record", "--pid", str(procs["pids"][0]), "--rate", "100", "--gil"]
+        cmd += ["--nonblocking", "--format", "raw", "--output", str(rawdir / f"{name}.pyspy.txt")]
+        logdir = rawdir / "logs"
+        profilers.append(spawn(f"py-spy-{name}", cmd, core=HARNESS_CORE, env=None, logdir=logdir))
+    return profilers
 
 
 def _stop_profiler(proc) -> None:
@@ -248,6 +277,32 @@ def _print_summary(tag: str, r: dict) -> None:
         f"  core1 {r['core1_utilisation']:.0%}  ({r['point_seconds']:.0f}s)",
         flush=True,
     )
+    delivered = r.get("delivered_fraction")
+    more = [
+        f"offered {f(r.get('offered_tokens_per_second'), '.0f')} tok/s,"
+        f" delivered {'—' if delivered is None else format(delivered, '.0%')}",
+        f"refused {r.get('refused', 0)} ({r.get('refused_in_window', 0)} in window)",
+    ]
+    redis = r.get("redis")
+    if redis:
+        top = ", ".join(f"{c} {n:.2f}" for c, n in redis.get("top_per_token", {}).items())
+        more.append(
+            f"redis {f(redis.get('commands_per_token'), '.2f')} cmds/token"
+            + (f" ({top})" if top else "")
+            + (f" [{redis['error']}]" if "error" in redis else "")
+        )
+    if "postgres_cpu_per_1k_tokens" in r or "redis_cpu_per_1k_tokens" in r:
+        more.append(
+            f"backing cpu/1k: PostgreSQL {f(r.get('postgres_cpu_per_1k_tokens'), '.3f')} s,"
+            f" Redis {f(r.get('redis_cpu_per_1k_tokens'), '.3f')} s"
+        )
+    if r.get("sut_cpu_by_process"):
+        parts = r["sut_cpu_by_process"].items()
+        more.append(
+            "cpu/1k by process: "
+            + ", ".join(f"{p} {f(v['per_1k_tokens'], '.3f')} s" for p, v in parts)
+        )
+    print("    " + "  ".join(more), flush=True)
 
 
 def _interrupt(signum, frame) -> None:

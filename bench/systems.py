@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ SUT_CORE = 0
 HARNESS_CORE = 1
 PG_DSN = "postgres://postgres@127.0.0.1:5432/chatsite_bench"
 REDIS_URL = "redis://127.0.0.1:6379/15"
+_PART_NAMES = "AB"  # the processes of a two-process system
 
 
 def free_port() -> int:
@@ -169,6 +171,8 @@ class System:
     workdir: Path = field(default_factory=Path)
     proc: Proc | None = None
     base_url: str = ""
+    # Where the client opens SSE streams; "" = base_url (see `chatsite-pg-2proc`).
+    stream_base_url: str = ""
 
     def setup(self, logdir: Path) -> None:
         """Once per benchmark run (databases, migrations)."""
@@ -191,7 +195,18 @@ class System:
         assert self.proc is not None
         return {"pids": [self.proc.pid]}
 
-    def backing_procs(self) -> dict | None:
+    def sut_parts(self) -> dict[str, dict] | None:
+        """{name: procs} when the system is several processes whose CPU is also
+        reported one by one (the total is `sut_procs`)."""
+        return None
+
+    def backing_procs(self) -> dict[str, dict] | None:
+        """{"postgres": procs, "redis": procs}: services the system uses, whose CPU is
+        reported separately, not in the system's own."""
+        return None
+
+    def redis_url(self) -> str | None:
+        """The Redis the system uses (its `INFO commandstats` is read around the load)."""
         return None
 
     def prepare(self, *, streams: int, idle: bool, logdir: Path, tag: str) -> dict:
@@ -204,13 +219,29 @@ class System:
 
 class Chatsite(System):
     """chatsite as deployed, production settings, SQLite or PG+Redis, on one of its
-    two servers: daphne (`chatsite.server`) or uvicorn (`chatsite.uvicorn_server`)."""
+    two servers: daphne (`chatsite.server`) or uvicorn (`chatsite.uvicorn_server`).
 
-    def __init__(self, name: str, label: str, *, postgres: bool, server: str = "daphne") -> None:
+    With `processes=2` (PostgreSQL + Redis only): two servers on the same database and
+    Redis, A and B. The client sends every message and mints every stream token on A
+    (`base_url`) and opens every stream on B (`stream_base_url`), so every answer runs
+    on A and is relayed to its watcher by B, through Redis."""
+
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        *,
+        postgres: bool,
+        server: str = "daphne",
+        processes: int = 1,
+    ) -> None:
         super().__init__(name=name, label=label, kind="chatsite")
+        assert processes == 1 or postgres, "processes share state through PostgreSQL + Redis"
         self.postgres = postgres
         self.server = server
-        self.counts_file: Path | None = None
+        self.processes = processes
+        self.procs: list[Proc] = []
+        self.counts_files: list[Path] = []
 
     def env(self, upstream_url: str = "http://127.0.0.1:9") -> dict:
         env = dict(os.environ)
@@ -251,24 +282,51 @@ class Chatsite(System):
         )
 
     def start(self, upstream_url: str, logdir: Path) -> None:
-        port = free_port()
-        self.counts_file = self.workdir / "db-counts.json"
-        with contextlib.suppress(FileNotFoundError):
-            self.counts_file.unlink()
         if self.postgres:
             _redis_flush()  # every point starts with an empty Redis database
-        env = self.env(upstream_url)
-        env["BENCH_DB_COUNTS"] = str(self.counts_file)
-        if self.server == "uvicorn":
-            cmd = [PY, "-m", "bench.sut_launch", "chatsite.uvicorn_server"]
-            cmd += ["--host", "127.0.0.1", "--port", str(port)]
-        else:
-            cmd = [PY, "-m", "bench.sut_launch", "chatsite.server"]
-            cmd += ["-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
-        self.proc = spawn(self.name, cmd, core=SUT_CORE, env=env, logdir=logdir)
-        self.base_url = f"http://127.0.0.1:{port}"
-        probe = f"{self.base_url}/stream/conversations/00000000-0000-0000-0000-000000000000/"
-        wait_http(probe, {401}, self.proc, timeout=60)
+        self.procs, self.counts_files, urls = [], [], []
+        for i in range(self.processes):
+            part = "" if self.processes == 1 else f"-{_PART_NAMES[i]}"
+            port = free_port()
+            counts_file = self.workdir / f"db-counts{part}.json"
+            with contextlib.suppress(FileNotFoundError):
+                counts_file.unlink()
+            env = self.env(upstream_url)
+            env["BENCH_DB_COUNTS"] = str(counts_file)
+            if self.server == "uvicorn":
+                cmd = [PY, "-m", "bench.sut_launch", "chatsite.uvicorn_server"]
+                cmd += ["--host", "127.0.0.1", "--port", str(port)]
+            else:
+                cmd = [PY, "-m", "bench.sut_launch", "chatsite.server"]
+                cmd += ["-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+            # Every process on the SUT core, two-process systems included: the machine
+            # has two cores and the other is the harness's, and one core for the whole
+            # system keeps its CPU per token comparable with the one-process systems.
+            proc = spawn(f"{self.name}{part}", cmd, core=SUT_CORE, env=env, logdir=logdir)
+            self.procs.append(proc)
+            self.counts_files.append(counts_file)
+            urls.append(f"http://127.0.0.1:{port}")
+        self.proc = self.procs[0]
+        self.base_url = urls[0]  # A: sends, stream tokens
+        self.stream_base_url = urls[-1]  # B (or A itself): streams
+        for proc, url in zip(self.procs, urls, strict=True):
+            probe = f"{url}/stream/conversations/00000000-0000-0000-0000-000000000000/"
+            wait_http(probe, {401}, proc, timeout=60)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        self.procs = []
+        self.proc = None
+
+    def sut_procs(self) -> dict:
+        assert self.procs
+        return {"pids": [p.pid for p in self.procs]}
+
+    def sut_parts(self) -> dict[str, dict] | None:
+        if len(self.procs) < 2:
+            return None
+        return {_PART_NAMES[i]: {"pids": [p.pid]} for i, p in enumerate(self.procs)}
 
     def prepare(self, *, streams: int, idle: bool, logdir: Path, tag: str) -> dict:
         out = self.workdir / f"prepare-{tag}.json"
@@ -280,17 +338,28 @@ class Chatsite(System):
         run_checked(cmd, env=self.env(), logdir=logdir, name=f"{self.name}-prepare", timeout=600)
         return json.loads(out.read_text())
 
-    def backing_procs(self) -> dict | None:
+    def backing_procs(self) -> dict[str, dict] | None:
         if not self.postgres:
             return None
-        # PostgreSQL backends of the bench database, and the Redis server.
-        return {"match": ["chatsite_bench", "redis-server 127.0.0.1:6379"], "children": False}
+        # PostgreSQL backends of the bench database ("postgres: 15/main: postgres
+        # chatsite_bench 127.0.0.1(…) idle"; they come and go, see loadgen's
+        # `backing_pids`), and the Redis server ("redis-server 127.0.0.1:6379").
+        # Matched as whole words of the command line.
+        redis = urllib.parse.urlsplit(REDIS_URL)
+        return {
+            "postgres": {"match": [PG_DSN.rsplit("/", 1)[1]], "children": False},
+            "redis": {"match": [f"redis-server {redis.hostname}:{redis.port}"], "children": False},
+        }
+
+    def redis_url(self) -> str | None:
+        return REDIS_URL if self.postgres else None
 
     def db_counters(self) -> dict | None:
         counts: dict = {}
-        if self.counts_file is not None and self.counts_file.exists():
+        for path in self.counts_files:  # one per process: summed
             with contextlib.suppress(ValueError, OSError):
-                counts.update(json.loads(self.counts_file.read_text()))
+                for key, value in json.loads(path.read_text()).items():
+                    counts[key] = counts.get(key, 0) + value
         if self.postgres:
             try:
                 counts.update(_pg_stats())
@@ -365,6 +434,13 @@ def all_systems() -> dict[str, System]:
             postgres=True,
             server="uvicorn",
         ),
+        Chatsite(
+            "chatsite-pg-2proc",
+            "chatsite (uvicorn x2, PostgreSQL + Redis, answer on A, watched on B)",
+            postgres=True,
+            server="uvicorn",
+            processes=2,
+        ),
         StarletteRelay("starlette", "peer: sse-starlette on uvicorn", kind="peer"),
         NodeRelay("node", "peer: Node http", kind="peer"),
     ]
@@ -422,6 +498,63 @@ def _redis_flush() -> None:
 
 def _redis_version() -> str:
     return _redis_client().info("server")["redis_version"]
+
+
+def redis_stats_client(url: str):
+    """A client that sends nothing but what it is asked (no SELECT: `INFO` is
+    server-wide anyway; no CLIENT SETINFO on connect), so that between two readings of
+    `redis_commandstats` the harness itself adds only its `info` calls, which are
+    dropped."""
+    import redis
+
+    parts = urllib.parse.urlsplit(url)
+    return redis.Redis(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        socket_timeout=5,
+        lib_name=None,
+        lib_version=None,
+    )
+
+
+def redis_commandstats(client) -> dict[str, dict[str, int]] | None:
+    """{command: {"calls", "usec"}} from `INFO commandstats` (server-wide, commands run
+    inside Lua scripts included), without `info` (the harness's own readings); None if
+    Redis could not be read."""
+    try:
+        raw = client.info("commandstats")
+    except Exception:
+        return None
+    stats = {}
+    for key, value in raw.items():
+        name = key.removeprefix("cmdstat_")
+        if name != "info" and isinstance(value, dict):
+            stats[name] = {"calls": int(value.get("calls", 0)), "usec": int(value.get("usec", 0))}
+    return stats
+
+
+def redis_per_token(before: dict | None, after: dict | None, tokens: int, top: int = 8) -> dict:
+    """Redis commands between two `redis_commandstats` readings per delivered token:
+    the total, its server time (µs), and the `top` commands by calls."""
+    if before is None or after is None:
+        return {"error": "could not read INFO commandstats"}
+    calls = {c: v["calls"] - before.get(c, {}).get("calls", 0) for c, v in after.items()}
+    usec = sum(v["usec"] - before.get(c, {}).get("usec", 0) for c, v in after.items())
+    # A CONFIG RESETSTAT in between (commandstats are server-wide: someone else's)
+    # makes counters go back; such a reading is no figure.
+    if any(n < 0 for n in calls.values()) or set(before) - set(after):
+        return {"error": "commandstats were reset between the readings", "tokens": tokens}
+    calls = {c: n for c, n in calls.items() if n}
+    total = sum(calls.values())
+    ranked = sorted(calls.items(), key=lambda kv: -kv[1])
+    return {
+        "commands": total,
+        "tokens": tokens,
+        "commands_per_token": total / tokens if tokens else None,
+        "usec_per_token": usec / tokens if tokens else None,
+        "calls": dict(ranked),
+        "top_per_token": {c: n / tokens for c, n in ranked[:top]} if tokens else {},
+    }
 
 
 def machine_info() -> dict:
