@@ -36,12 +36,12 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
     from django.urls import reverse
     from rest_framework_simplejwt.tokens import AccessToken
 
+    from chat.conf import chat_settings
     from chat.models import Conversation
     from chat.tokens import StreamToken
 
@@ -58,7 +58,7 @@ def main() -> None:
     ordered = [users[n] for n in names]
 
     conversations = [
-        Conversation(owner=ordered[i % len(ordered)], title="bench", model=settings.CHAT_MODEL)
+        Conversation(owner=ordered[i % len(ordered)], title="bench", model=chat_settings.MODEL)
         for i in range(args.conversations)
     ]
     Conversation.objects.bulk_create(conversations, batch_size=1000)

@@ -33,11 +33,18 @@ DEFAULTS: dict[str, object] = {
     # a process's runs); the first save of an answer waits one interval.
     "CHECKPOINT_INTERVAL": 0.5,
     # With Redis: how long run output waits to be sent, so that one pipelined flush
-    # carries every run's buffer writes and live events (see chat/outbox.py).
-    "FLUSH_SECONDS": 0.02,
-    # Answers one process generates at once; a send past it is refused with 503 and
-    # Retry-After, so that admitted streams stay fast instead of every stream slowing.
-    "MAX_RUNS_PER_PROCESS": 200,
+    # carries every run's buffer writes and live events (see chat/outbox.py). At 50
+    # tokens/s per answer, 50 ms makes it about 0.8 Redis commands per token (20 ms: 1.8)
+    # and a third less CPU per token; one process alone applies events at once.
+    "FLUSH_SECONDS": 0.05,
+    # Admission: a send is refused at once (503, Retry-After) when this process has as
+    # many answers running as it may: a limit that starts here, grows while the process
+    # has CPU to spare and backs off when it uses more than this share of its one core,
+    # never above the maximum (chat/runs/process.py). Admitted streams stay fast instead
+    # of every stream slowing.
+    "ADMISSION_INITIAL_RUNS": 100,
+    "ADMISSION_MAX_CPU": 0.75,
+    "MAX_RUNS_PER_PROCESS": 500,
     "SSE_RETRY_MS": 2000,
     "SSE_HEARTBEAT_SECONDS": 15.0,
     # A message in flight that a stream hears nothing about for this long is looked

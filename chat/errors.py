@@ -100,7 +100,7 @@ class Overloaded(Unavailable):
 
     default_code = "overloaded"
     default_detail = "The server is busy generating other answers; try again in a moment."
-    retry_after = 1
+    retry_after = 2
 
 
 class TooManyStreams(ChatError):

@@ -33,10 +33,13 @@ class Outbox:
         self._buffer = buffer
         self.transport = transport
         self._events: list[tuple[str, StreamEvent]] = []
+        # Done when the queued events have been sent (or dropped): what `emit_and_flush`
+        # waits for.
+        self._sent: asyncio.Future | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Future | None = None
         self._lock = asyncio.Lock()
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._flushes: set[asyncio.Task] = set()  # held, so the loop cannot drop them
         self.failed_flushes = 0
         self.dropped_events = 0
@@ -57,15 +60,26 @@ class Outbox:
             self.transport.deliver_local(group, [event])
             return
         self._events.append((group, event))
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a server has one loop; only tests run several in turn
+            self._loop, self._handle, self._sent = loop, None, None
+            self._lock = asyncio.Lock()
         if self._handle is None:
-            loop = asyncio.get_running_loop()
             self._handle = loop.call_later(chat_settings.FLUSH_SECONDS, self._flush_soon)
 
     async def emit_and_flush(self, group: str, event: StreamEvent) -> None:
-        """Emit `event` and wait until it (and everything before it) has been sent."""
+        """Emit `event` and wait until the flush that carries it has been sent.
+
+        It rides with the next scheduled flush rather than forcing one of its own:
+        when a hundred answers end at once, that is one flush, not a hundred in a
+        queue that every other run's deltas would wait behind.
+        """
         self.emit(group, event)
-        if not self.immediate:
-            await self.flush()
+        if self.immediate:
+            return
+        if self._sent is None:
+            self._sent = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._sent)
 
     def _flush_soon(self) -> None:
         self._handle = None
@@ -78,24 +92,30 @@ class Outbox:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        loop = asyncio.get_running_loop()
-        if self._lock_loop is not loop:  # only tests run several loops in turn
-            self._lock, self._lock_loop = asyncio.Lock(), loop
+        if self._loop is not asyncio.get_running_loop():
+            self._loop, self._lock = asyncio.get_running_loop(), asyncio.Lock()
         # One flush at a time, in order: a message's events never overtake each other.
         async with self._lock:
             events, self._events = self._events, []
-            if not events:
-                return
-            batches: dict[str, list[StreamEvent]] = {}
-            for group, event in events:
-                batches.setdefault(group, []).append(event)
+            sent, self._sent = self._sent, None
             try:
-                await self.buffer.write([event for _, event in events])
-                await self.transport.publish(batches)
-            except BackendUnavailable as exc:
-                self._failed(len(events), exc)
-            else:
-                self._recovered()
+                if events:
+                    await self._send(events)
+            finally:
+                if sent is not None and not sent.done():
+                    sent.set_result(None)
+
+    async def _send(self, events: list[tuple[str, StreamEvent]]) -> None:
+        batches: dict[str, list[StreamEvent]] = {}
+        for group, event in events:
+            batches.setdefault(group, []).append(event)
+        try:
+            await self.buffer.write([event for _, event in events])
+            await self.transport.publish(batches)
+        except BackendUnavailable as exc:
+            self._failed(len(events), exc)
+        else:
+            self._recovered()
 
     def _failed(self, count: int, exc: Exception) -> None:
         if not self.failed_flushes:

@@ -185,18 +185,25 @@ class RedisReplayBuffer(_Convenience, RedisBackend):
 
 
 def _merge_appends(events: Iterable[StreamEvent]) -> list[StreamEvent]:
-    """Adjoining appends to one message become one (one APPEND per message per flush)."""
+    """One append per message per flush, however its deltas interleave with other
+    messages' (writes to different messages commute; a message's own order is kept)."""
     merged: list[StreamEvent] = []
+    pending: dict[str, list[TextAppended]] = {}  # message id -> its appends not yet placed
+
+    def place(message_id: str) -> None:
+        appends = pending.pop(message_id, None)
+        if appends:
+            text = "".join(a.text for a in appends)
+            merged.append(TextAppended(message_id, appends[0].start, text))
+
     for event in events:
-        last = merged[-1] if merged else None
-        if (
-            type(event) is TextAppended
-            and type(last) is TextAppended
-            and last.message_id == event.message_id
-        ):
-            merged[-1] = TextAppended(last.message_id, last.start, last.text + event.text)
+        if type(event) is TextAppended:
+            pending.setdefault(event.message_id, []).append(event)
         else:
+            place(event.message_id)
             merged.append(event)
+    for message_id in list(pending):
+        place(message_id)
     return merged
 
 

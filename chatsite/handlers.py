@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections
+from django.urls import Resolver404, resolve
 
 from chat.conf import chat_settings
+from chat.errors import Overloaded
 
 
 @dataclass
@@ -60,6 +63,34 @@ class RequestThreads:
             self.busy[lease.thread] -= 1
 
 
+def _refused_for_capacity(path: str) -> bool:
+    """A request that would start a run (a send, a regenerate) while this process is at
+    capacity (`RunManager.has_capacity`).
+
+    Past saturation most requests are such refusals (every waiting client retries), so
+    they are answered here, before Django builds a request and runs middleware and DRF:
+    measured at C = 1,000, refusals through the whole stack cost about 1.4 ms of CPU
+    each, and ate most of the core that admitted streams needed.
+    """
+    from chat.runs import manager
+
+    if manager.has_capacity():
+        return False
+    try:
+        view = resolve(path).func
+    except Resolver404:
+        return False
+    return getattr(getattr(view, "cls", None), "starts_a_run", False)
+
+
+async def _send_json(send, error) -> None:
+    body = json.dumps(error.body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 _lease: contextvars.ContextVar[_Lease] = contextvars.ContextVar("request_thread_lease")
 
 
@@ -74,6 +105,9 @@ class ChatsiteASGIHandler(ASGIHandler):
             return
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        if scope["method"] == "POST" and _refused_for_capacity(scope["path"]):
+            await _send_json(send, Overloaded())
+            return
         lease = self.threads.take()
         token = _lease.set(lease)
         try:
@@ -89,11 +123,12 @@ class ChatsiteASGIHandler(ASGIHandler):
         manager with the process and drain it at shutdown; daphne does both in
         `chatsite.server` instead."""
         from chat.runs import manager
+        from chatsite.startup import process_started
 
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await manager.ensure_started()
+                await process_started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if not manager.draining:

@@ -57,9 +57,9 @@ class ChatsiteServer(Server):
         super().run()
 
     def _start_run_manager(self):
-        from chat.runs import manager
+        from chatsite.startup import process_started
 
-        asyncio.get_event_loop().create_task(manager.ensure_started())
+        self._started = asyncio.get_event_loop().create_task(process_started())
 
     def _drain(self):
         from chat.runs import manager

@@ -133,6 +133,8 @@ class ConversationDetailApi(APIView):
 
 
 class MessageListCreateApi(APIView):
+    starts_a_run = True  # a POST is refused early at capacity (chatsite/handlers.py)
+
     class Pagination(PageNumberPagination):
         page_size = 100
 
@@ -224,6 +226,7 @@ class MessageCancelApi(APIView):
 
 
 class MessageRegenerateApi(APIView):
+    starts_a_run = True
     throttle_scope = "message_send"
     throttle_classes = [SendRateThrottle]
 

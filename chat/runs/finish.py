@@ -52,7 +52,10 @@ async def finish_message(
         )
         if not saved:
             return False
-    if error is not None:
+    # Logged once the database has it, before viewers are told (that waits for a flush).
+    if orphan:
+        logger.warning("run %s was orphaned; ended %s", message_id, status)
+    elif error is not None:
         logger.warning("answer %s ended %s: %s", message_id, status, error["code"])
     end = message_end_data(
         message_id=message_id,

@@ -42,6 +42,9 @@ from .sweeper import sweep
 logger = logging.getLogger(__name__)
 
 _STOP = "run.stop"
+_CPU_PROBE_SECONDS = 0.25
+_MIN_RUN_LIMIT = 10
+_RUN_LIMIT_STEP = 5
 
 
 @dataclass
@@ -60,6 +63,10 @@ class RunManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._held: set[asyncio.Future] = set()
+        # The share of one core this process used, smoothed over about two seconds, and
+        # the number of runs it may have at once (see `_adjust_run_limit`).
+        self.cpu_busy = 0.0
+        self.run_limit = chat_settings.ADMISSION_INITIAL_RUNS
         transport.on_control(self._on_control)
 
     @property
@@ -76,7 +83,8 @@ class RunManager:
         return list(self._runs)
 
     def has_capacity(self) -> bool:
-        return len(self._runs) < chat_settings.MAX_RUNS_PER_PROCESS
+        """Whether a new run may start now (see `_adjust_run_limit`)."""
+        return len(self._runs) < self.run_limit
 
     async def ensure_started(self) -> None:
         """Start the background work on this event loop (idempotent, cheap after the first)."""
@@ -101,6 +109,7 @@ class RunManager:
                 self._every(lambda: chat_settings.CHECKPOINT_INTERVAL / 4, self.checkpoint),
                 name="chat-checkpoints",
             ),
+            loop.create_task(self._measure_cpu(), name="chat-cpu"),
         ]
         # The fan-out channel is this process's address in run leases.
         with contextlib.suppress(BackendUnavailable, TimeoutError):
@@ -202,6 +211,35 @@ class RunManager:
         self._held.add(task)  # a task nobody holds may be dropped by the loop
         task.add_done_callback(self._held.discard)
         return task
+
+    async def _measure_cpu(self) -> None:
+        wall, cpu = time.monotonic(), time.process_time()
+        while True:
+            await asyncio.sleep(_CPU_PROBE_SECONDS)
+            now_wall, now_cpu = time.monotonic(), time.process_time()
+            busy = (now_cpu - cpu) / max(now_wall - wall, 1e-3)
+            wall, cpu = now_wall, now_cpu
+            self.cpu_busy += (busy - self.cpu_busy) * 0.15
+            self._adjust_run_limit()
+
+    def _adjust_run_limit(self) -> None:
+        """Admission control: how many runs this process may have at once.
+
+        A Python process works on one core (the GIL): past it, every event of every
+        stream waits in a queue that only grows. So the limit backs off (to 95% of the
+        runs there are) while the process is busier than `CHAT_ADMISSION_MAX_CPU`, and
+        grows by a few runs a step while it is near the limit with CPU to spare, up to
+        `CHAT_MAX_RUNS_PER_PROCESS`. Growing slowly matters: a freed-up capacity taken by a
+        burst of starts (each costs milliseconds) is what made admitted streams stall,
+        measured at C = 1,000.
+        """
+        runs = len(self._runs)
+        if self.cpu_busy > chat_settings.ADMISSION_MAX_CPU:
+            self.run_limit = max(_MIN_RUN_LIMIT, int(min(self.run_limit, runs) * 0.95))
+        elif runs >= self.run_limit - _RUN_LIMIT_STEP:
+            self.run_limit = min(
+                chat_settings.MAX_RUNS_PER_PROCESS, self.run_limit + _RUN_LIMIT_STEP
+            )
 
     # --- checkpoints, leases, sweeping --------------------------------------------------
 

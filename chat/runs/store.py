@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
-from django.db.models import Case, Q, TextField, Value, When
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ..conf import chat_settings
@@ -43,23 +44,31 @@ def claim(message_id: str, owner: str) -> bool:
 
 @database_sync_to_async
 def save_checkpoints(texts: dict[str, str]) -> set[str]:
-    """Save the text so far of several runs in one statement.
+    """Save the text so far of several runs: one transaction, one round trip.
 
     Returns the ids that are no longer active (ended elsewhere, or deleted): their
     runs must stop.
+
+    Written out, not built with the ORM: a `Case(When(...))` over every run cost 5% of
+    the process's CPU at 100 streams on PostgreSQL (most of it compiling the query), where
+    one prepared UPDATE sent with `executemany` (psycopg pipelines it) costs a fraction.
     """
-    active = Message.objects.filter(pk__in=list(texts), status__in=Message.ACTIVE_STATUSES)
-    saved = active.update(
-        content=Case(
-            *(When(pk=pk, then=Value(text)) for pk, text in texts.items()),
-            output_field=TextField(),
-        ),
-        status=Message.Status.STREAMING,
-    )
+    table = connection.ops.quote_name(Message._meta.db_table)
+    pk = Message._meta.pk
+    rows = [
+        (text, pk.get_db_prep_value(message_id, connection)) for message_id, text in texts.items()
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            f'UPDATE {table} SET "content" = %s, "status" = \'streaming\''  # noqa: S608
+            f" WHERE \"id\" = %s AND \"status\" IN ('pending', 'streaming')",
+            rows,
+        )
+        saved = cursor.rowcount
     if saved == len(texts):
         return set()
-    still = {str(pk) for pk in active.values_list("pk", flat=True)}
-    return set(texts) - still
+    still = Message.objects.filter(pk__in=list(texts), status__in=Message.ACTIVE_STATUSES)
+    return set(texts) - {str(pk) for pk in still.values_list("pk", flat=True)}
 
 
 @database_sync_to_async

@@ -52,7 +52,7 @@ async def end_orphan(message: Message, *, outbox: Outbox, use_buffer: bool = Tru
     else:
         status = Message.Status.INTERRUPTED
         error = run_error_data(message_id=message_id, code=RunError.RUN_LOST)
-    ended = await finish_message(
+    return await finish_message(
         outbox=outbox,
         conversation_id=str(message.conversation_id),
         message_id=message_id,
@@ -63,6 +63,3 @@ async def end_orphan(message: Message, *, outbox: Outbox, use_buffer: bool = Tru
         error=error,
         orphan=True,
     )
-    if ended:
-        logger.warning("run %s was orphaned; ended %s", message_id, status)
-    return ended

@@ -175,7 +175,7 @@ if REDIS_URL:
     # DRF throttling counts in the cache: shared through Redis.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "chatsite.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
             "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
         }

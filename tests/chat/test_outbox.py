@@ -111,3 +111,18 @@ def test_the_buffer_is_written_before_viewers_are_told(down):
 
     asyncio.run(go())
     assert len(transport.published) == (0 if down else 1)
+
+
+def test_a_flush_appends_once_per_message_however_deltas_interleave():
+    """Three runs' deltas interleaved in one flush become one append per message."""
+    from chat.replay import _merge_appends
+
+    events = [TextAppended(f"m{i % 3}", i // 3, "x") for i in range(9)]
+    merged = _merge_appends([MessageStarted("m0", {}), *events])
+    assert [(type(e), e.message_id) for e in merged] == [
+        (MessageStarted, "m0"),
+        (TextAppended, "m0"),
+        (TextAppended, "m1"),
+        (TextAppended, "m2"),
+    ]
+    assert all(e.text == "xxx" for e in merged[1:])

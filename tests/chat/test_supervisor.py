@@ -212,3 +212,18 @@ def test_one_orphan_that_cannot_be_saved_does_not_block_the_others(
     tick()
     assert Message.objects.get(pk=good.pk).status == Message.Status.INTERRUPTED
     assert Message.objects.get(pk=bad.pk).status == Message.Status.STREAMING
+
+
+def test_a_checkpoint_reports_runs_whose_answers_ended_elsewhere(conversation, other_user):
+    """One statement saves every run's text; answers no longer active are not written
+    and are reported, so their runs stop."""
+    live = services.message_send(conversation=conversation, content="Hi").assistant_message
+    other = services.conversation_create(owner=other_user)
+    ended = services.message_send(conversation=other, content="Hi").assistant_message
+    finish(ended, Message.Status.INTERRUPTED, content="kept")
+    lost = async_to_sync(store.save_checkpoints)({str(live.pk): "new", str(ended.pk): "late"})
+    assert lost == {str(ended.pk)}
+    live.refresh_from_db()
+    ended.refresh_from_db()
+    assert (live.status, live.content) == ("streaming", "new")
+    assert (ended.status, ended.content) == ("interrupted", "kept")
