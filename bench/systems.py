@@ -31,8 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SUT_CORE = 0
 HARNESS_CORE = 1
-PG_DSN = "postgres://postgres@127.0.0.1:5432/chatsite_bench"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+# The bench's own PostgreSQL database and Redis database number. Both can be moved
+# (`BENCH_PG_DB`, `BENCH_REDIS_DB`) so that two harnesses on one machine (a soak next
+# to `bench.run`) neither share rows nor flush each other's Redis.
+PG_DB = os.environ.get("BENCH_PG_DB", "chatsite_bench")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "15"))
+PG_DSN = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 _PART_NAMES = "AB"  # the processes of a two-process system
 
 
@@ -347,7 +352,7 @@ class Chatsite(System):
         # Matched as whole words of the command line.
         redis = urllib.parse.urlsplit(REDIS_URL)
         return {
-            "postgres": {"match": [PG_DSN.rsplit("/", 1)[1]], "children": False},
+            "postgres": {"match": [PG_DB], "children": False},
             "redis": {"match": [f"redis-server {redis.hostname}:{redis.port}"], "children": False},
         }
 
@@ -459,12 +464,12 @@ def _psycopg(dbname: str):
 
 
 def _ensure_pg_database() -> None:
+    from psycopg import sql
+
     with _psycopg("postgres") as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = 'chatsite_bench'"
-        ).fetchone()
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PG_DB]).fetchone()
         if not found:
-            conn.execute("CREATE DATABASE chatsite_bench")
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DB)))
 
 
 def _pg_stats() -> dict:
@@ -473,7 +478,8 @@ def _pg_stats() -> dict:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
             "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted "
-            "FROM pg_stat_database WHERE datname = 'chatsite_bench'"
+            "FROM pg_stat_database WHERE datname = %s",
+            [PG_DB],
         ).fetchone()
     if row is None:
         return {}
