@@ -247,6 +247,10 @@ class Chatsite(System):
         self.processes = processes
         self.procs: list[Proc] = []
         self.counts_files: list[Path] = []
+        # The soak turns this on: each process writes its event loop's gauges (asyncio
+        # tasks, open streams, runs) to a file (`BENCH_GAUGES`, see bench/sut_launch.py).
+        self.gauges = False
+        self.gauge_files: list[Path] = []
 
     def env(self, upstream_url: str = "http://127.0.0.1:9") -> dict:
         env = dict(os.environ)
@@ -289,7 +293,7 @@ class Chatsite(System):
     def start(self, upstream_url: str, logdir: Path) -> None:
         if self.postgres:
             _redis_flush()  # every point starts with an empty Redis database
-        self.procs, self.counts_files, urls = [], [], []
+        self.procs, self.counts_files, self.gauge_files, urls = [], [], [], []
         for i in range(self.processes):
             part = "" if self.processes == 1 else f"-{_PART_NAMES[i]}"
             port = free_port()
@@ -298,6 +302,12 @@ class Chatsite(System):
                 counts_file.unlink()
             env = self.env(upstream_url)
             env["BENCH_DB_COUNTS"] = str(counts_file)
+            if self.gauges:
+                gauge_file = self.workdir / f"gauges{part}.json"
+                with contextlib.suppress(FileNotFoundError):
+                    gauge_file.unlink()
+                env["BENCH_GAUGES"] = str(gauge_file)
+                self.gauge_files.append(gauge_file)
             if self.server == "uvicorn":
                 cmd = [PY, "-m", "bench.sut_launch", "chatsite.uvicorn_server"]
                 cmd += ["--host", "127.0.0.1", "--port", str(port)]
@@ -371,6 +381,16 @@ class Chatsite(System):
             except Exception as exc:  # e.g. "too many clients" while the server holds them
                 counts["pg_error"] = str(exc)[:200]
         return counts
+
+    def read_gauges(self) -> list[dict | None]:
+        """The latest gauges of each process (None: not written yet)."""
+        gauges = []
+        for path in self.gauge_files:
+            try:
+                gauges.append(json.loads(path.read_text()))
+            except (ValueError, OSError):
+                gauges.append(None)
+        return gauges
 
     def versions(self) -> dict[str, str]:
         import daphne
