@@ -188,9 +188,10 @@ class Sampler:
 
     GAUGE_SUMS = ("asyncio_tasks", "open_streams", "runs", "run_limit")
 
-    def __init__(self, system: Chatsite, every: float) -> None:
+    def __init__(self, system: Chatsite, every: float, progress_path: Path) -> None:
         self.system = system
         self.every = every
+        self.progress_path = progress_path
         self.procs = ProcGroup("sut", **system.sut_procs())
         self.database = Database(system)
         url = system.redis_url()
@@ -212,10 +213,33 @@ class Sampler:
             self.redis.close()
 
     def _loop(self) -> None:
+        per_minute = max(1, round(60 / self.every))
         while True:
-            self.sample()
+            sample = self.sample()
+            if len(self.samples) % per_minute == 0:
+                self._print(sample)
             if self._stop.wait(self.every):
                 return
+
+    def _print(self, s: dict) -> None:
+        """About once a minute, a line to watch a long soak by."""
+        client: dict = {}
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            client = json.loads(self.progress_path.read_text().splitlines()[-1])
+
+        def f(key: str, row: dict = s, spec: str = ".0f") -> str:
+            value = row.get(key)
+            return "—" if value is None else format(value, spec)
+
+        print(
+            f"[{datetime.now(UTC):%H:%M:%S}] rss {f('rss_mb')} MB, fds {f('fds')},"
+            f" threads {f('threads')}, tasks {f('asyncio_tasks')}, streams"
+            f" {f('open_streams')}, runs {f('runs')}, active {f('active_answers')},"
+            f" pg {f('pg_connections')}, redis {f('redis_clients')}, cpu"
+            f" {f('cpu_utilisation', spec='.0%')}; client {f('tokens_per_second', client)}"
+            f" tok/s, p99 {f('latency_p99_ms', client)} ms, errors {f('errors', client)}",
+            flush=True,
+        )
 
     def sample(self) -> dict:
         """One sample, appended to `samples`; a part that cannot be read is noted in
@@ -282,7 +306,8 @@ def soak(args: argparse.Namespace, system: Chatsite, rawdir: Path) -> dict:
     try:
         system.start(upstream_url, logdir)
         prep = system.prepare(streams=args.concurrency, idle=False, logdir=logdir, tag="soak")
-        sampler = Sampler(system, args.sample_every)
+        progress_path = rawdir / "soak.progress.jsonl"
+        sampler = Sampler(system, args.sample_every, progress_path)
         sampler.start()  # the first samples are the baseline: server up, no stream open
         time.sleep(min(args.sample_every, 5.0) + 0.5)
         seconds = args.minutes * 60
@@ -303,7 +328,7 @@ def soak(args: argparse.Namespace, system: Chatsite, rawdir: Path) -> dict:
             "ramp_per_10ms": args.ramp,
             "max_pending_opens": args.max_pending_opens,
             "sample_every": args.sample_every,
-            "progress_path": str(rawdir / "soak.progress.jsonl"),
+            "progress_path": str(progress_path),
             **prep,
         }
         print(f"[{datetime.now(UTC):%H:%M:%S}] load: {args.minutes:g} min ...", flush=True)

@@ -200,18 +200,19 @@ class Worker:
             headers = {"Accept": "text/event-stream"}
             if resume and self.last_id:
                 headers["Last-Event-ID"] = self.last_id
-            resp = await soak.session.get(url, headers=headers)
-            if resp.status != 200:
-                soak.error(f"stream_http_{resp.status}")
-                resp.close()
-                if resp.status == 401:
-                    self.token_url = None  # expired or refused: mint another next time
-                return False
-            subscribed = asyncio.Event()
-            self.lost.clear()
-            self.resp = resp
-            self.reader = asyncio.create_task(self._read(resp, subscribed))
-            await asyncio.wait_for(subscribed.wait(), soak.message_timeout)
+            async with asyncio.timeout(soak.message_timeout):
+                resp = await soak.session.get(url, headers=headers)
+                if resp.status != 200:
+                    soak.error(f"stream_http_{resp.status}")
+                    resp.close()
+                    if resp.status == 401:
+                        self.token_url = None  # expired or refused: mint another next time
+                    return False
+                subscribed = asyncio.Event()
+                self.lost.clear()
+                self.resp = resp
+                self.reader = asyncio.create_task(self._read(resp, subscribed))
+                await subscribed.wait()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             soak.error(f"stream_open_{type(exc).__name__}")
             await self.drop()
