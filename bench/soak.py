@@ -71,6 +71,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--message-timeout", type=float, default=60.0, help="s per answer (60)")
     p.add_argument("--ramp", type=int, default=10, help="streams opened per 10 ms at most")
+    p.add_argument("--ramp-timeout", type=float, default=120.0, help="s to open every stream (120)")
     p.add_argument("--max-pending-opens", type=int, default=32, help="opens in flight at most")
     p.add_argument("--out", default=str(RESULTS), help="results directory")
     args = p.parse_args(argv)
@@ -171,8 +172,12 @@ class RedisGauges:
             if str(c.get("db")) == self.db and int(c["id"]) != self.own_id
         ]
         info = self.client.info()
+        by_command: dict[str, int] = {}
+        for c in clients:  # which of them is what: the layer subscribes, the rest do work
+            by_command[c.get("cmd", "?")] = by_command.get(c.get("cmd", "?"), 0) + 1
         return {
             "redis_clients": len(clients),
+            "redis_clients_by_last_command": by_command,
             "redis_clients_all": info["connected_clients"],
             "redis_keys": self.client.dbsize(),
             "redis_used_memory_mb": info["used_memory"] / 2**20,
@@ -326,13 +331,14 @@ def soak(args: argparse.Namespace, system: Chatsite, rawdir: Path) -> dict:
             "answers_per_conversation": args.answers_per_conversation,
             "message_timeout": args.message_timeout,
             "ramp_per_10ms": args.ramp,
+            "ramp_timeout": args.ramp_timeout,
             "max_pending_opens": args.max_pending_opens,
             "sample_every": args.sample_every,
             "progress_path": str(progress_path),
             **prep,
         }
         print(f"[{datetime.now(UTC):%H:%M:%S}] load: {args.minutes:g} min ...", flush=True)
-        timeout = seconds + 2 * args.message_timeout + 180
+        timeout = args.ramp_timeout + seconds + 2 * args.message_timeout + 180
         client = loadgen(spec, rawdir, "soak", timeout=timeout)
         print(
             f"[{datetime.now(UTC):%H:%M:%S}] load ended; drain {args.drain:g} s"

@@ -72,12 +72,16 @@ def slope_per_hour(pts: list[tuple[float, float]]) -> float | None:
         return None
 
 
-def series_summary(pts: list[tuple[float, float]], load_seconds: float) -> dict:
-    """Before / first minute / last minute / after means, change, slopes, range."""
+def series_summary(
+    pts: list[tuple[float, float]], load_seconds: float, ramp_at: float = 0.0
+) -> dict:
+    """Before / first minute / last minute / after means, change, slopes, range. `pts`
+    are (seconds since the load started, value); the streams were opened from `ramp_at`
+    (≤ 0) to 0, the load ran from 0 to `load_seconds`."""
     load = [(t, v) for t, v in pts if 0 <= t <= load_seconds]
     first = [v for t, v in load if t < MINUTE]
     last = [v for t, v in load if t >= load_seconds - MINUTE]
-    before = [v for t, v in pts if t < 0]
+    before = [v for t, v in pts if t < min(0.0, ramp_at)]
     after = [v for t, v in pts if t > load_seconds]
     first_mean, last_mean = _mean(first), _mean(last)
     change = None if first_mean is None or last_mean is None else last_mean - first_mean
@@ -103,11 +107,14 @@ def summarise(meta: dict, result: dict) -> dict:
     client = result["client"]
     t0 = client["load_started"]
     load_seconds = client["load_stopped"] - t0
+    ramp_at = client.get("ramp_started", t0) - t0
     series = {}
     for key, title, source in SERIES:
         pts = points(result, key, source)
         if pts:
-            series[key] = {"title": title, "source": source} | series_summary(pts, load_seconds)
+            series[key] = {"title": title, "source": source} | series_summary(
+                pts, load_seconds, ramp_at
+            )
     counts = client.get("counts", {})
     verified = {}
     for plan in ("plain", "reconnect", "stop", "regenerate"):
@@ -118,6 +125,8 @@ def summarise(meta: dict, result: dict) -> dict:
     end = result["end"]
     return {
         "load_seconds": load_seconds,
+        "ramp_seconds": -ramp_at,
+        "streams_opened_in_ramp": client.get("streams_opened_in_ramp"),
         "left_active": end["left_active"],
         "left_active_answers": end["left_active_answers"],
         "statuses": end["statuses"],
@@ -141,15 +150,17 @@ def summarise(meta: dict, result: dict) -> dict:
             )
         },
         "series": series,
-        "tasks_by_coroutine": _tasks_by_coroutine(result["samples"], t0, load_seconds),
+        "tasks_by_coroutine": _tasks_by_coroutine(result["samples"], t0, load_seconds, ramp_at),
     }
 
 
-def _tasks_by_coroutine(samples: list[dict], t0: float, load_seconds: float) -> dict:
+def _tasks_by_coroutine(
+    samples: list[dict], t0: float, load_seconds: float, ramp_at: float
+) -> dict:
     """The server's tasks by coroutine before the load, at its last sample, and after
     it: a task that leaks shows up here by name."""
     phases = {
-        "before the load": [s for s in samples if s["time"] < t0],
+        "before the load": [s for s in samples if s["time"] - t0 < ramp_at],
         "last sample of the load": [s for s in samples if 0 <= s["time"] - t0 <= load_seconds],
         "after": [s for s in samples if s["time"] - t0 > load_seconds],
     }
@@ -191,7 +202,9 @@ def markdown(meta: dict, summary: dict) -> str:
         f" answers on average; {s['stop_fraction']:.0%} of answers stopped mid-stream,"
         f" {s['reconnect_fraction']:.0%} dropped mid-stream and resumed with"
         f" `Last-Event-ID` (after up to {s['reconnect_pause']:g} s), {s['regenerate_fraction']:.0%}"
-        f" of finished answers regenerated. Sampled every {s['sample_every']:g} s.",
+        f" of finished answers regenerated. Sampled every {s['sample_every']:g} s. The"
+        f" {summary['streams_opened_in_ramp']} streams opened in"
+        f" {summary['ramp_seconds']:.1f} s before the load started.",
         "",
         "## Checks",
         "",
@@ -224,8 +237,8 @@ def markdown(meta: dict, summary: dict) -> str:
         "## Series",
         "",
         "Means of the load's first and last minute, and the least-squares slope per hour over"
-        " the whole load and over its second half. *Before*: the last sample before the load"
-        " (server up, no stream open); *after*: after the drain and a sweep.",
+        " the whole load and over its second half. *Before*: the last sample before the"
+        " streams opened (server up, no stream); *after*: after the drain and a sweep.",
         "",
         "| series | before | first minute | last minute | last - first | slope / h |"
         " slope / h, 2nd half | min to max | after |",
@@ -288,6 +301,7 @@ def plot(result: dict, summary: dict, path: Path) -> None:
         xs = [t / MINUTE for t, _ in pts]
         ys = [v for _, v in pts]
         ax.axvspan(0, load_minutes, color="0.93", zorder=0)
+        ax.axvline(-summary["ramp_seconds"] / MINUTE, color="0.6", linestyle=":", linewidth=1)
         ax.plot(xs, ys, ".-", linewidth=1, markersize=3)
         row = summary["series"][key]
         load = [(t, v) for t, v in pts if 0 <= t <= summary["load_seconds"]]
@@ -308,11 +322,14 @@ def plot(result: dict, summary: dict, path: Path) -> None:
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     for ax in axes[-1]:
-        ax.set_xlabel("minutes since the load started (grey: the load)", fontsize=8)
+        ax.set_xlabel(
+            "minutes since the load started (dotted: streams start opening; grey: the load)",
+            fontsize=8,
+        )
     fig.suptitle(
         "soak: every series over time; dashed: least-squares line over the load", fontsize=10
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
