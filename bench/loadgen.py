@@ -14,6 +14,8 @@ same core as the fake upstream. Modes (`spec["mode"]`):
 ``idle``       open N streams that receive heartbeats only and hold them.
 ``calibrate``  sequential streaming requests straight to the fake upstream: its own
                time to first token (the baseline that TTFT overhead subtracts).
+``soak``       `bench.soak`'s churn load (stops, reconnects, regenerations), in
+               `bench/soak_client.py`.
 
 Timing: every delta of the fake upstream started with `--stamp` is "<seq>@<send time> "
 (time.time() when the upstream wrote it). A delta the client receives may carry
@@ -753,7 +755,12 @@ def main(argv: list[str]) -> None:
         from uvloop import run as run_loop  # the client's own overhead, kept small
     except ImportError:
         run_loop = asyncio.run
-    coro = calibrate(spec) if spec["mode"] == "calibrate" else run_streams(spec)
+    if spec["mode"] == "soak":  # bench.soak's client: minutes of churn (bench/soak_client.py)
+        from bench.soak_client import run_soak
+
+        coro = run_soak(spec)
+    else:
+        coro = calibrate(spec) if spec["mode"] == "calibrate" else run_streams(spec)
     result = run_loop(coro)
     with open(out_path, "w") as f:
         json.dump(result, f, indent=1)

@@ -9,15 +9,24 @@ changed; it also counts writes by statement and table (`UPDATE "chat_message"`).
 Cost: one Python call per SQL statement, next to Django's own ~50-100 µs.
 It counts the same way on SQLite and PostgreSQL; on PostgreSQL the harness also
 reads `pg_stat_database` as a cross-check.
+
+With `BENCH_GAUGES=<file>` (the soak, `bench.soak`), another daemon thread rewrites
+that file every `BENCH_GAUGES_SECONDS` (2 s) with what only the event loop can tell:
+its asyncio tasks (and the most common coroutines among them), the open SSE streams
+of this process, its runs and run limit, and how long the loop took to answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import runpy
 import sys
 import threading
+import time
+from collections import Counter
 
 from django.db.backends.signals import connection_created
 
@@ -86,6 +95,64 @@ def _tracemalloc_writer(path: str) -> None:
         os.replace(f"{path}.tmp", path)
 
 
+def loop_gauges(loop: asyncio.AbstractEventLoop, timeout: float = 30.0) -> dict:
+    """Read the gauges of `loop` from another thread.
+
+    `asyncio.all_tasks(loop)` is only safe on the loop's own thread (the task set
+    changes under a reader elsewhere), so the reading is a callback handed to the loop;
+    this thread waits for its answer. The wait is the loop's lag.
+    """
+    answer: concurrent.futures.Future = concurrent.futures.Future()
+    asked = time.monotonic()
+
+    def read() -> None:
+        try:
+            answer.set_result(_read_gauges(loop, time.monotonic() - asked))
+        except BaseException as exc:  # reported, never raised on the server's loop
+            answer.set_exception(exc)
+
+    loop.call_soon_threadsafe(read)
+    return answer.result(timeout)
+
+
+def _read_gauges(loop: asyncio.AbstractEventLoop, lag: float) -> dict:
+    tasks = asyncio.all_tasks(loop)
+    kinds = Counter(getattr(t.get_coro(), "__qualname__", "?") for t in tasks)
+    gauges: dict = {
+        "asyncio_tasks": len(tasks),
+        "tasks_by_coroutine": dict(kinds.most_common(8)),
+        "loop_lag_ms": lag * 1000,
+    }
+    # The app's own gauges, if it has been imported (it has once the loop runs).
+    fanout = getattr(sys.modules.get("chat.fanout"), "fanout", None)
+    if fanout is not None:
+        gauges["open_streams"] = fanout.stream_count
+    manager = getattr(sys.modules.get("chat.runs"), "manager", None)
+    if manager is not None:
+        gauges["runs"] = len(manager.run_ids())
+        gauges["run_limit"] = manager.run_limit
+    return gauges
+
+
+def _gauges_writer(path: str, every: float) -> None:
+    event = threading.Event()
+    while not event.wait(every):
+        manager = getattr(sys.modules.get("chat.runs"), "manager", None)
+        loop = manager.loop if manager is not None else None
+        if loop is None or loop.is_closed():
+            continue  # not started yet (or shutting down)
+        try:
+            gauges = loop_gauges(loop)
+        except RuntimeError:  # the loop closed meanwhile
+            continue
+        except TimeoutError:
+            gauges = {"error": "the event loop did not answer within 30 s"}
+        gauges["time"] = time.time()
+        with open(f"{path}.tmp", "w") as f:
+            json.dump(gauges, f)
+        os.replace(f"{path}.tmp", path)
+
+
 def main() -> None:
     trace = os.environ.get("BENCH_TRACEMALLOC")
     if trace:
@@ -94,6 +161,10 @@ def main() -> None:
     if path:
         connection_created.connect(_on_connection, weak=False)
         threading.Thread(target=_writer, args=(path,), daemon=True).start()
+    gauges = os.environ.get("BENCH_GAUGES")
+    if gauges:
+        every = float(os.environ.get("BENCH_GAUGES_SECONDS", "2"))
+        threading.Thread(target=_gauges_writer, args=(gauges, every), daemon=True).start()
     module = sys.argv.pop(1)
     sys.argv[0] = module
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -31,8 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SUT_CORE = 0
 HARNESS_CORE = 1
-PG_DSN = "postgres://postgres@127.0.0.1:5432/chatsite_bench"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+# The bench's own PostgreSQL database and Redis database number. Both can be moved
+# (`BENCH_PG_DB`, `BENCH_REDIS_DB`) so that two harnesses on one machine (a soak next
+# to `bench.run`) neither share rows nor flush each other's Redis.
+PG_DB = os.environ.get("BENCH_PG_DB", "chatsite_bench")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "15"))
+PG_DSN = f"postgres://postgres@127.0.0.1:5432/{PG_DB}"
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 _PART_NAMES = "AB"  # the processes of a two-process system
 
 
@@ -242,6 +247,10 @@ class Chatsite(System):
         self.processes = processes
         self.procs: list[Proc] = []
         self.counts_files: list[Path] = []
+        # The soak turns this on: each process writes its event loop's gauges (asyncio
+        # tasks, open streams, runs) to a file (`BENCH_GAUGES`, see bench/sut_launch.py).
+        self.gauges = False
+        self.gauge_files: list[Path] = []
 
     def env(self, upstream_url: str = "http://127.0.0.1:9") -> dict:
         env = dict(os.environ)
@@ -284,7 +293,7 @@ class Chatsite(System):
     def start(self, upstream_url: str, logdir: Path) -> None:
         if self.postgres:
             _redis_flush()  # every point starts with an empty Redis database
-        self.procs, self.counts_files, urls = [], [], []
+        self.procs, self.counts_files, self.gauge_files, urls = [], [], [], []
         for i in range(self.processes):
             part = "" if self.processes == 1 else f"-{_PART_NAMES[i]}"
             port = free_port()
@@ -293,6 +302,12 @@ class Chatsite(System):
                 counts_file.unlink()
             env = self.env(upstream_url)
             env["BENCH_DB_COUNTS"] = str(counts_file)
+            if self.gauges:
+                gauge_file = self.workdir / f"gauges{part}.json"
+                with contextlib.suppress(FileNotFoundError):
+                    gauge_file.unlink()
+                env["BENCH_GAUGES"] = str(gauge_file)
+                self.gauge_files.append(gauge_file)
             if self.server == "uvicorn":
                 cmd = [PY, "-m", "bench.sut_launch", "chatsite.uvicorn_server"]
                 cmd += ["--host", "127.0.0.1", "--port", str(port)]
@@ -347,7 +362,7 @@ class Chatsite(System):
         # Matched as whole words of the command line.
         redis = urllib.parse.urlsplit(REDIS_URL)
         return {
-            "postgres": {"match": [PG_DSN.rsplit("/", 1)[1]], "children": False},
+            "postgres": {"match": [PG_DB], "children": False},
             "redis": {"match": [f"redis-server {redis.hostname}:{redis.port}"], "children": False},
         }
 
@@ -366,6 +381,16 @@ class Chatsite(System):
             except Exception as exc:  # e.g. "too many clients" while the server holds them
                 counts["pg_error"] = str(exc)[:200]
         return counts
+
+    def read_gauges(self) -> list[dict | None]:
+        """The latest gauges of each process (None: not written yet)."""
+        gauges = []
+        for path in self.gauge_files:
+            try:
+                gauges.append(json.loads(path.read_text()))
+            except (ValueError, OSError):
+                gauges.append(None)
+        return gauges
 
     def versions(self) -> dict[str, str]:
         import daphne
@@ -459,12 +484,12 @@ def _psycopg(dbname: str):
 
 
 def _ensure_pg_database() -> None:
+    from psycopg import sql
+
     with _psycopg("postgres") as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = 'chatsite_bench'"
-        ).fetchone()
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PG_DB]).fetchone()
         if not found:
-            conn.execute("CREATE DATABASE chatsite_bench")
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DB)))
 
 
 def _pg_stats() -> dict:
@@ -473,7 +498,8 @@ def _pg_stats() -> dict:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
             "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted "
-            "FROM pg_stat_database WHERE datname = 'chatsite_bench'"
+            "FROM pg_stat_database WHERE datname = %s",
+            [PG_DB],
         ).fetchone()
     if row is None:
         return {}
