@@ -17,6 +17,10 @@ connections are reused like a WSGI server's threads'. When a streaming
 response starts, nothing of the request needs its thread any more (the
 stream's own reads use a shared pool, see `chat/relay.py`): its connections
 are handed back and the thread is free for other requests.
+
+Two kinds of request are refused here, before Django builds a request: a body
+over the upload limit (413, see `_declared_too_large` and `read_body`) and a
+send while the process is at capacity (503, see `_refused_for_capacity`).
 """
 
 from __future__ import annotations
