@@ -15,6 +15,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -251,14 +252,19 @@ class Chatsite(System):
         # tasks, open streams, runs) to a file (`BENCH_GAUGES`, see bench/sut_launch.py).
         self.gauges = False
         self.gauge_files: list[Path] = []
+        # Production settings refuse a short key; one per system, shared by its setup
+        # (which mints tokens) and its servers (which check them).
+        self.secret_key = secrets.token_urlsafe(50)
 
     def env(self, upstream_url: str = "http://127.0.0.1:9") -> dict:
         env = dict(os.environ)
         env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "chatsite.settings.production",
-                "DJANGO_SECRET_KEY": "bench",
+                "DJANGO_SECRET_KEY": self.secret_key,
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+                # Plain HTTP on 127.0.0.1, no TLS proxy in front: no redirect to HTTPS.
+                "DJANGO_SECURE_SSL_REDIRECT": "0",
                 "ANTHROPIC_API_KEY": "bench",
                 "ANTHROPIC_BASE_URL": upstream_url,
                 # The load client is few users with many streams and answers: lift the

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -18,6 +19,25 @@ env = environ.Env()
 def database_url(default: str) -> dict:
     """`DATABASE_URL` parsed into a Django DATABASES entry."""
     return env.db_url("DATABASE_URL", default=default)
+
+
+def secret_key_file() -> Path:
+    """Where local settings keep this install's generated secret key (git-ignored)."""
+    return Path(env.str("DJANGO_SECRET_KEY_FILE", default=str(BASE_DIR / ".django-secret-key")))
+
+
+def proxy_ssl_header() -> tuple[str, str] | None:
+    """`DJANGO_SECURE_PROXY_SSL_HEADER` ("Header-Name: value", default
+    "X-Forwarded-Proto: https") as Django's `SECURE_PROXY_SSL_HEADER`; empty for none."""
+    raw = env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default="X-Forwarded-Proto: https")
+    if not raw.strip():
+        return None
+    name, colon, value = (part.strip() for part in raw.partition(":"))
+    if not (colon and name and value):
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https', not {raw!r}"
+        )
+    return "HTTP_" + name.upper().replace("-", "_"), value
 
 
 def redis_url() -> str | None:

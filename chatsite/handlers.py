@@ -17,6 +17,10 @@ connections are reused like a WSGI server's threads'. When a streaming
 response starts, nothing of the request needs its thread any more (the
 stream's own reads use a shared pool, see `chat/relay.py`): its connections
 are handed back and the thread is free for other requests.
+
+Two kinds of request are refused here, before Django builds a request: a body
+over the upload limit (413, see `_declared_too_large` and `read_body`) and a
+send while the process is at capacity (503, see `_refused_for_capacity`).
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from asgiref.sync import ThreadSensitiveContext
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections
 from django.urls import Resolver404, resolve
 
 from chat.conf import chat_settings
-from chat.errors import Overloaded
+from chat.errors import Overloaded, RequestTooLarge
 
 
 @dataclass
@@ -83,6 +88,38 @@ def _refused_for_capacity(path: str) -> bool:
     return getattr(getattr(view, "cls", None), "starts_a_run", False)
 
 
+def _body_limit() -> int | None:
+    """Bytes a request body may have: Django's `DATA_UPLOAD_MAX_MEMORY_SIZE`, for the
+    whole body (the site takes no file uploads, which Django's limit leaves out)."""
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"Request bodies are limited to {limit} bytes.")
+
+
+def _declared_too_large(scope) -> RequestTooLarge | None:
+    """A body whose Content-Length is over the limit: refused before a byte of it is read.
+
+    Django would read it and then raise `RequestDataTooBig` where the view first touches
+    the body: a 400 HTML page and a traceback in the log, for a client's mistake.
+    """
+    limit = _body_limit()
+    if limit is None:
+        return None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return _too_large(limit) if int(value) > limit else None
+            except ValueError:
+                return None  # the server refuses a malformed Content-Length itself
+    return None
+
+
+class _BodyOverLimit(Exception):
+    """A body without a Content-Length (chunked) grew past the limit while it was read."""
+
+
 async def _send_json(send, error) -> None:
     body = json.dumps(error.body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -105,6 +142,9 @@ class ChatsiteASGIHandler(ASGIHandler):
             return
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        if too_large := _declared_too_large(scope):
+            await _send_json(send, too_large)
+            return
         if scope["method"] == "POST" and _refused_for_capacity(scope["path"]):
             await _send_json(send, Overloaded())
             return
@@ -114,6 +154,8 @@ class ChatsiteASGIHandler(ASGIHandler):
             executor = self.threads.executors[lease.thread]
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
+        except _BodyOverLimit:
+            await _send_json(send, _too_large(_body_limit()))
         finally:
             _lease.reset(token)
             self.threads.give(lease)
@@ -135,6 +177,24 @@ class ChatsiteASGIHandler(ASGIHandler):
                     await manager.drain()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def read_body(self, receive):
+        """Django's, stopped at the body limit: a chunked body has no Content-Length to
+        refuse it by, and Django would spool all of it to disk first."""
+        limit = _body_limit()
+        if limit is None:
+            return await super().read_body(receive)
+        received = 0
+
+        async def receive_within_limit():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _BodyOverLimit
+            return message
+
+        return await super().read_body(receive_within_limit)
 
     async def send_response(self, response, send):
         if response.streaming:

@@ -2,7 +2,11 @@
 
 * daphne's access log prints each request's full path, query string included,
   and stream tokens travel in the query string (EventSource cannot set
-  headers): the access logger here redacts them.
+  headers): the access logger here redacts them (see `chatsite/logging.py`).
+* Request bodies go to Django as they came. Twisted would parse form bodies
+  itself first (daphne never reads the result), and answer a `multipart/form-data`
+  body it cannot parse — no boundary — with an empty 400 that Django never sees
+  and nobody logs; Django's parser refuses it with the API's JSON error.
 * The run manager starts with the server, so a restarted process sweeps
   runs its predecessor left behind even before any request arrives.
 * SIGTERM drains: stop listening, let runs finish for `CHAT_DRAIN_SECONDS`,
@@ -22,8 +26,10 @@ with contextlib.suppress(ImportError):
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-from daphne.access import AccessLogGenerator  # imported after the loop policy is set
+import daphne.server  # imported after the loop policy is set
+from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
+from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from twisted.internet import defer, reactor
 
@@ -35,6 +41,22 @@ class RedactingAccessLog(AccessLogGenerator):
         if "path" in details:
             details = {**details, "path": redact(details["path"])}
         super().__call__(protocol, action, details)
+
+
+class BodyAsSentRequest(WebRequest):
+    """daphne's request, without Twisted's form parsing (Twisted 25.5+)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs, parsePOSTFormSubmission=False)
+
+
+class ChatsiteHTTPFactory(HTTPFactory):
+    """daphne's HTTP factory, making `BodyAsSentRequest`s."""
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = BodyAsSentRequest
+        return protocol
 
 
 class ChatsiteServer(Server):
@@ -52,6 +74,8 @@ class ChatsiteServer(Server):
         from chat.providers import get_provider
 
         get_provider()  # import the SDK now, not on the event loop during the first run
+        # daphne makes its HTTP factory and listens within `Server.run`: use ours there.
+        daphne.server.HTTPFactory = ChatsiteHTTPFactory
         reactor.callWhenRunning(self._start_run_manager)
         reactor.addSystemEventTrigger("before", "shutdown", self._drain)
         super().run()

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chat import streaming
+from chat.api import errors
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,3 +15,9 @@ urlpatterns = [
     ),
     path("", include("chat.urls")),
 ]
+
+# JSON under /api/ and /stream/, Django's pages elsewhere (see chat/api/errors.py).
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
+handler404 = errors.page_not_found
+handler500 = errors.server_error

@@ -13,6 +13,7 @@ from chat import selectors, services
 from chat.api.throttling import SendRateThrottle
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
+from chat.text import is_blank
 
 
 class ConversationOutputSerializer(serializers.ModelSerializer):
@@ -143,7 +144,8 @@ class MessageListCreateApi(APIView):
         content = StrictCharField(trim_whitespace=False)
 
         def validate_content(self, value: str) -> str:
-            if not value.strip():
+            # Blank includes invisible characters only (zero-width spaces, fillers...).
+            if is_blank(value):
                 raise serializers.ValidationError("This field may not be blank.", code="blank")
             return value
 

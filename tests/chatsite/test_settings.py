@@ -1,0 +1,164 @@
+"""Secrets and HTTPS in the settings: a per-install key locally, a strong key and HTTPS only
+in production, and Django's deployment checklist without a warning."""
+
+from __future__ import annotations
+
+import ast
+import os
+import secrets
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from chatsite.secret_key import install_secret_key
+from tests.conftest import ROOT
+
+# What a deployment sets (besides its database and Redis).
+DEPLOY_ENV = {
+    "DJANGO_SETTINGS_MODULE": "chatsite.settings.production",
+    "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+}
+
+
+def run_django(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` run after `django.setup()` in a fresh process with `env` over a clean
+    environment (no DJANGO_* or CHAT_* of the test run)."""
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CHAT_"))
+    } | env
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup()\n{code}"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return run_django(
+        f"from django.core.management import call_command\ncall_command(*{list(args)!r})", **env
+    )
+
+
+# --- local: this install's own key ------------------------------------------------
+
+
+def test_local_settings_make_a_key_of_their_own_and_keep_it(tmp_path):
+    """Without DJANGO_SECRET_KEY, local settings make a random key on first run, kept in an
+    owner-only file; every later process of the install uses the same key."""
+    key_file = tmp_path / "keys" / "secret-key"
+    env = {
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings.local",
+        "DJANGO_SECRET_KEY_FILE": str(key_file),
+    }
+    print_key = "from django.conf import settings; print(settings.SECRET_KEY)"
+    first = run_django(print_key, **env)
+    assert first.returncode == 0, first.stderr
+    key = first.stdout.strip()
+    assert len(key) >= 50
+    assert key != "django-insecure-local-development-only"  # the key the repository held
+    assert key_file.read_text().strip() == key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    second = run_django(print_key, **env)
+    assert second.stdout.strip() == key
+
+
+def test_processes_starting_together_agree_on_one_key(tmp_path):
+    """Racing first runs write one key file, whole, and all of them read that key."""
+    path = tmp_path / "secret-key"
+    keys: list[str] = []
+    start = threading.Barrier(8)
+
+    def first_run():
+        start.wait()
+        keys.append(install_secret_key(path))
+
+    threads = [threading.Thread(target=first_run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(keys) == 8
+    assert set(keys) == {path.read_text().strip()}
+    assert [p.name for p in tmp_path.iterdir()] == ["secret-key"]  # no temporary files left
+
+
+def test_an_empty_key_file_is_refused(tmp_path):
+    """A key file that lost its key is an error, not an empty key."""
+    path = tmp_path / "secret-key"
+    path.write_text("\n")
+    with pytest.raises(ImproperlyConfigured, match="empty"):
+        install_secret_key(path)
+
+
+# --- production: a strong key, HTTPS only --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("bench", id="short"),
+        pytest.param("x" * 49 + "y", id="few-distinct-characters"),
+        pytest.param("django-insecure-" + secrets.token_urlsafe(50), id="insecure-prefix"),
+    ],
+)
+def test_production_refuses_a_weak_secret_key(key):
+    """Production settings refuse to load with a key under 50 characters (or one Django's
+    deploy check calls insecure): such a key can be guessed, and it signs every token."""
+    result = manage("check", DJANGO_SECRET_KEY=key, **DEPLOY_ENV)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be at least 50 random characters" in result.stderr
+
+
+def test_production_passes_the_deployment_checklist():
+    """`manage.py check --deploy --fail-level WARNING` passes with production settings and
+    what a deployment sets (HTTPS redirect and HSTS are on by default)."""
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        **DEPLOY_ENV,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_https_settings_follow_the_environment():
+    """Each HTTPS setting can be changed by a deployment (e.g. a TLS proxy with another
+    header, or HSTS off while trying HTTPS out); the defaults are all on."""
+    code = (
+        "from django.conf import settings as s\n"
+        "print(repr((s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS,"
+        " s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_HSTS_PRELOAD, s.SECURE_PROXY_SSL_HEADER)))"
+    )
+    env = {**DEPLOY_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+
+    def https_settings(**changes: str):
+        result = run_django(code, **env, **changes)
+        assert result.returncode == 0, result.stderr
+        return ast.literal_eval(result.stdout)
+
+    assert https_settings() == (
+        True,
+        365 * 24 * 3600,
+        True,
+        True,
+        ("HTTP_X_FORWARDED_PROTO", "https"),
+    )
+    assert https_settings(
+        DJANGO_SECURE_SSL_REDIRECT="0",
+        DJANGO_SECURE_HSTS_SECONDS="0",
+        DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS="0",
+        DJANGO_SECURE_HSTS_PRELOAD="0",
+        DJANGO_SECURE_PROXY_SSL_HEADER="X-Forwarded-Scheme: https",
+    ) == (False, 0, False, False, ("HTTP_X_FORWARDED_SCHEME", "https"))
+    assert https_settings(DJANGO_SECURE_PROXY_SSL_HEADER="")[-1] is None
+    bad = run_django(code, **env, DJANGO_SECURE_PROXY_SSL_HEADER="https")
+    assert "must look like 'X-Forwarded-Proto: https'" in bad.stderr
