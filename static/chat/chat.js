@@ -707,9 +707,9 @@
       updateUi(); // groups the loaded answers with their attempts
       if (anchor) el.scroller.scrollTop += anchor.getBoundingClientRect().top - before;
       updateJump();
-    } catch (err) {
+    } catch {
       state.olderRetryAt = Date.now() + OLDER_RETRY_MS;
-      showOlderStatus(`Couldn't load earlier messages (${err.message}). Scroll up to retry.`);
+      showOlderStatus("Couldn't load earlier messages. Scroll up to try again.");
     } finally {
       state.loadingOlder = false;
     }

@@ -155,3 +155,37 @@ def test_a_message_sent_elsewhere_appears_without_the_older_history(
     expect(bubble(page, sent["user_message"]["id"])).to_be_attached()
 
     assert shown(page) == [*ids[12:], sent["user_message"]["id"], answer_id]
+
+
+def test_a_failed_load_of_older_messages_says_so_and_scrolling_up_again_retries(
+    open_context, daphne_short_pages, user, password
+):
+    """When older messages cannot be fetched the page says so above the history and keeps
+    what it shows; scrolling up again (after a moment) loads them."""
+    conversation, history = make_history(user)
+    ids = [str(m.pk) for m in history]
+    page = log_in(open_context(), daphne_short_pages, user, password)
+    refused: list[str] = []
+
+    def refuse_once(route):
+        if refused:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    page.route("**/messages/?*cursor=*", refuse_once)
+    page.goto(f"{daphne_short_pages.url}/c/{conversation.pk}/")
+    wait_until_idle(page)
+
+    scroll_to_top_measuring(page, ids[12])
+    notice = page.get_by_test_id("older-messages")
+    expect(notice).to_have_text("Couldn't load earlier messages. Scroll up to try again.")
+    assert shown(page) == ids[12:]
+
+    page.wait_for_timeout(2100)  # the page waits 2 s before it asks again
+    page.get_by_test_id("thread").evaluate("(el) => { el.scrollTop = 1; }")
+    expect(bubble(page, ids[4])).to_be_attached()
+    expect(notice).to_be_hidden()
+    assert shown(page) == ids[4:]
+    assert len(refused) == 1
