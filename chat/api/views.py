@@ -100,11 +100,16 @@ class ConversationInputSerializer(serializers.Serializer):
 
 class ConversationListCreateApi(generics.ListAPIView):
     # A generic list view, so the schema declares the page (count, next, previous, results).
-    serializer_class = ConversationOutputSerializer
     pagination_class = ConversationPagination
 
     def get_queryset(self):
         return selectors.conversation_list(user=self.request.user)
+
+    def get_serializer_class(self):
+        # What the browsable API builds its form from; the schema is declared below.
+        if self.request.method == "POST":
+            return ConversationInputSerializer
+        return ConversationOutputSerializer
 
     @extend_schema(
         request=ConversationInputSerializer, responses={201: ConversationOutputSerializer}
@@ -150,7 +155,6 @@ class MessageListCreateApi(generics.ListAPIView):
     `?ordering=-created_at`). POST: send a message; its answer's run starts."""
 
     starts_a_run = True  # a POST is refused early at capacity (chatsite/handlers.py)
-    serializer_class = MessageHistorySerializer
     pagination_class = MessageCursorPagination
     filter_backends = [MessageOrdering]
 
@@ -178,6 +182,10 @@ class MessageListCreateApi(generics.ListAPIView):
             user=self.request.user, conversation_id=self.kwargs["conversation_id"]
         )
         return selectors.message_list(conversation=conversation)
+
+    def get_serializer_class(self):
+        # What the browsable API builds its form from; the schema is declared below.
+        return self.InputSerializer if self.request.method == "POST" else MessageHistorySerializer
 
     def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
