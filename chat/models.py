@@ -77,6 +77,13 @@ class Message(models.Model):
     run_owner = models.CharField(max_length=200, blank=True)
     run_lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # A finished answer as sanitized HTML, rendered on its first read and kept, so page
+    # views do not render markdown again (chat/services.py: messages_html_fill).
+    # `html_key` names the text and the rendering rules it was made from
+    # (chat/rendering.py: html_key): HTML made from other text or by other rules is
+    # rendered again when next read.
+    html = models.TextField(blank=True, editable=False)
+    html_key = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["created_at"]

@@ -19,13 +19,20 @@ the browser renders while an answer streams.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import cache
+from importlib.metadata import version
 
 import nh3
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
+
+# Bump when the rules below change: HTML stored by older rules is then rendered again the
+# next time it is read (as it is when markdown-it-py or nh3 is upgraded), so a tightened
+# allow-list reaches every stored answer, not only new ones.
+RULES_VERSION = 1
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "mailto"})
 _ABSOLUTE_URL = re.compile(r"^(?:https?://|mailto:)", re.IGNORECASE)
@@ -124,3 +131,19 @@ def render_markdown(text: str) -> SafeString:
     if not text:
         return mark_safe("")
     return mark_safe(sanitize_html(_markdown().render(text)))  # noqa: S308 - sanitized above
+
+
+@cache
+def _rules() -> bytes:
+    libraries = " ".join(f"{name} {version(name)}" for name in ("markdown-it-py", "nh3"))
+    return f"{RULES_VERSION} {libraries}\0".encode()
+
+
+def html_key(text: str) -> str:
+    """What HTML rendered from `text` by these rules is stored under (`Message.html_key`).
+
+    A digest of the rules (with the libraries' versions) and the text itself: stored HTML
+    is used only for exactly the text and rules it was made from, so neither an edited
+    message (in the admin) nor a sanitizer upgrade can leave stale HTML on the page.
+    """
+    return hashlib.sha256(_rules() + text.encode("utf-8", "surrogatepass")).hexdigest()

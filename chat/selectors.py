@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import connection
 from django.db.models import QuerySet
@@ -33,7 +35,39 @@ async def aconversation_get_for_user(*, user, conversation_id: uuid.UUID | str) 
 
 
 def message_list(*, conversation: Conversation) -> QuerySet[Message]:
-    return conversation.messages.order_by("created_at")
+    return conversation.messages.order_by("created_at", "id")
+
+
+@dataclass(frozen=True)
+class LatestMessages:
+    messages: list[Message]  # oldest first
+    since: datetime | None  # when the first of them was sent
+    has_older: bool  # whether messages before `since` exist
+
+
+def message_list_latest(*, conversation: Conversation, size: int) -> LatestMessages:
+    """About the latest `size` messages, oldest first, starting where a turn starts.
+
+    A turn is a user message and its answers (several when it was regenerated, all sent
+    after it and before the next turn), and the page's "n / m" switcher needs all of
+    them: so if the `size`-th newest message is an answer, the window reaches back to its
+    question. Everything sent at or after that moment is included, so the messages before
+    `since` are exactly the rest of the history.
+    """
+    size = max(size, 1)
+    edge = list(
+        conversation.messages.order_by("-created_at", "-id").values(
+            "created_at", "reply_to__created_at"
+        )[size - 1 : size]
+    )
+    if not edge:
+        return LatestMessages(list(message_list(conversation=conversation)), None, False)
+    since = edge[0]["reply_to__created_at"] or edge[0]["created_at"]
+    return LatestMessages(
+        messages=list(message_list(conversation=conversation).filter(created_at__gte=since)),
+        since=since,
+        has_older=conversation.messages.filter(created_at__lt=since).exists(),
+    )
 
 
 def message_active(*, conversation: Conversation) -> Message | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from .errors import (
     Unavailable,
 )
 from .models import Conversation, Message
+from .rendering import html_key, render_markdown
 from .runs import store
 from .tokens import StreamToken
 
@@ -185,3 +187,26 @@ def message_cancel(*, message: Message, wait: float = 0.0) -> Message:
 
 def stream_token_create(*, user, conversation: Conversation) -> StreamToken:
     return StreamToken.for_conversation(user=user, conversation=conversation)
+
+
+def messages_html_fill(*, messages: Iterable[Message]) -> None:
+    """Give each finished answer in `messages` its stored HTML, rendering only those whose
+    HTML is missing or was made from other text or rules (`Message.html_key`).
+
+    Called on read, for the messages about to be shown: an answer is rendered once, on its
+    first read (old rows included, so no data migration renders the whole history), not on
+    every view. Not at the answer's end: that is the run core's hot path (and the
+    sweeper's), and many answers are only ever read live.
+    """
+    stale = []
+    for message in messages:
+        if message.role != Message.Role.ASSISTANT or message.is_active:
+            continue  # user text is shown as text; live text is rendered by the page
+        key = html_key(message.content)
+        if message.html_key != key:
+            message.html, message.html_key = render_markdown(message.content), key
+            stale.append(message)
+    if stale:
+        # A finished answer's text does not change, so two readers filling it at once
+        # store the same HTML; an edit (in the admin) changes the key and is rendered anew.
+        Message.objects.bulk_update(stale, ["html", "html_key"])

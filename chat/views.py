@@ -1,8 +1,9 @@
 """Server-rendered chat pages: the sidebar, the thread and the data the page script needs.
 
-The pages only read. Sending, streaming and creating conversations go through the JSON API
-and the SSE stream from `static/chat/chat.js`, so the page and every other client share one
-contract.
+The pages only read (and store an answer's rendered HTML the first time it is shown).
+Sending, streaming, creating conversations and loading older messages go through the JSON
+API and the SSE stream from `static/chat/chat.js`, so the page and every other client share
+one contract.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from django.db.models.functions import Substr
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
+from chat.api.pagination import MessageCursorPagination
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
-from chat.selectors import conversation_list, message_list
+from chat.selectors import LatestMessages, conversation_list, message_list_latest
+from chat.services import messages_html_fill
 
 # The page script swaps this id for a real one to build per-object URLs.
 URL_PLACEHOLDER_ID = uuid.UUID(int=0)
@@ -45,7 +49,9 @@ def _sidebar(request: HttpRequest) -> QuerySet[Conversation]:
     return _labelled(conversation_list(user=request.user))
 
 
-def _page_urls(conversation: Conversation | None) -> dict[str, str]:
+def _page_urls(
+    conversation: Conversation | None, latest: LatestMessages | None = None
+) -> dict[str, str]:
     """URLs the page script calls, rendered into `data-*` attributes."""
     urls = {
         "conversations_url": reverse("conversation-list"),
@@ -62,6 +68,12 @@ def _page_urls(conversation: Conversation | None) -> dict[str, str]:
         urls["conversation_api_url"] = reverse("conversation-detail", kwargs=ids)
         urls["messages_url"] = reverse("message-list", kwargs=ids)
         urls["stream_token_url"] = reverse("stream-token", kwargs=ids)
+        if latest is not None and latest.has_older:
+            # Where the page's older-messages loader starts: the API's newest-first cursor
+            # page of what comes before the messages rendered here.
+            urls["older_messages_url"] = MessageCursorPagination().older_than_url(
+                urls["messages_url"], latest.since
+            )
     return urls
 
 
@@ -71,14 +83,20 @@ def _thread(messages: list[Message]) -> list[Message]:
     Regenerating keeps the earlier answers (`reply_to` is the user turn they answer). The
     page shows the latest attempt at each turn and hides the others behind an "n / m"
     switcher. Only the answer that ends the conversation can be regenerated or retried.
+    `messages` are whole turns (see `message_list_latest`), so every switcher is complete.
     """
     attempts: dict[object, list[Message]] = {}
     for message in messages:
-        message.html = ""
+        message.body_html = ""
         message.attempt = message.attempts = 1
         message.superseded = message.can_regenerate = message.can_retry = False
         if message.role == Message.Role.ASSISTANT:
-            message.html = render_markdown(message.content)
+            # A finished answer's HTML is stored (sanitized when it was rendered); the one
+            # answer still being written is rendered as it stands (the script takes over).
+            if message.is_active:
+                message.body_html = render_markdown(message.content)
+            else:
+                message.body_html = mark_safe(message.html)  # noqa: S308 - sanitized when stored
             attempts.setdefault(message.reply_to_id or message.pk, []).append(message)
     for group in attempts.values():
         for number, message in enumerate(group, start=1):
@@ -124,11 +142,14 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_safe
 @login_required
 def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    """One conversation's full history; someone else's (or a missing) one is a 404."""
+    """One conversation's latest turns (the page script loads older ones as the reader
+    scrolls up); someone else's (or a missing) conversation is a 404."""
     current = get_object_or_404(
         _labelled(Conversation.objects.visible_to(request.user)), pk=conversation_id
     )
-    chat_messages = _thread(list(message_list(conversation=current)))
+    latest = message_list_latest(conversation=current, size=chat_settings.MESSAGE_PAGE_SIZE)
+    messages_html_fill(messages=latest.messages)
+    chat_messages = _thread(latest.messages)
     return render(
         request,
         "chat/chat.html",
@@ -138,7 +159,7 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
             "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": chat_messages,
             "busy": any(message.is_active for message in chat_messages),
-            "urls": _page_urls(current),
+            "urls": _page_urls(current, latest),
             "placeholder_id": URL_PLACEHOLDER_ID,
             "model_choices": _model_choices(request, current),
         },

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
+from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import selectors, services
+from chat.api.pagination import ConversationPagination, MessageCursorPagination, MessageOrdering
 from chat.api.throttling import SendRateThrottle
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
@@ -58,6 +58,23 @@ class MessageOutputSerializer(serializers.Serializer):
         }
 
 
+class MessageHistorySerializer(MessageOutputSerializer):
+    """A message as the history lists it: with the answer's HTML for readers that show it."""
+
+    html = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="A finished answer as sanitized HTML, rendered from `content` on the server "
+        "(what the chat page shows); null for user messages and unfinished answers.",
+    )
+
+    def to_representation(self, message: Message) -> dict:
+        data = super().to_representation(message)
+        finished_answer = message.role == Message.Role.ASSISTANT and not message.is_active
+        data["html"] = message.html if finished_answer else None
+        return data
+
+
 _DATETIME = serializers.DateTimeField()
 
 
@@ -82,17 +99,18 @@ class ConversationInputSerializer(serializers.Serializer):
     model = StrictCharField(max_length=100, required=False)
 
 
-class ConversationListCreateApi(APIView):
-    class Pagination(PageNumberPagination):
-        page_size = 50
+class ConversationListCreateApi(generics.ListAPIView):
+    # A generic list view, so the schema declares the page (count, next, previous, results).
+    pagination_class = ConversationPagination
 
-    @extend_schema(responses=ConversationOutputSerializer(many=True))
-    def get(self, request):
-        paginator = self.Pagination()
-        page = paginator.paginate_queryset(
-            selectors.conversation_list(user=request.user), request, view=self
-        )
-        return paginator.get_paginated_response(ConversationOutputSerializer(page, many=True).data)
+    def get_queryset(self):
+        return selectors.conversation_list(user=self.request.user)
+
+    def get_serializer_class(self):
+        # What the browsable API builds its form from; the schema is declared below.
+        if self.request.method == "POST":
+            return ConversationInputSerializer
+        return ConversationOutputSerializer
 
     @extend_schema(
         request=ConversationInputSerializer, responses={201: ConversationOutputSerializer}
@@ -133,11 +151,13 @@ class ConversationDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MessageListCreateApi(APIView):
-    starts_a_run = True  # a POST is refused early at capacity (chatsite/handlers.py)
+class MessageListCreateApi(generics.ListAPIView):
+    """GET: the history, in cursor pages (oldest first, or newest first with
+    `?ordering=-created_at`). POST: send a message; its answer's run starts."""
 
-    class Pagination(PageNumberPagination):
-        page_size = 100
+    starts_a_run = True  # a POST is refused early at capacity (chatsite/handlers.py)
+    pagination_class = MessageCursorPagination
+    filter_backends = [MessageOrdering]
 
     class InputSerializer(serializers.Serializer):
         # The length limit is checked by the service (413), not here (400).
@@ -159,16 +179,21 @@ class MessageListCreateApi(APIView):
         # Only sends are throttled; reading history is not.
         return [SendRateThrottle()] if self.request.method == "POST" else []
 
-    @extend_schema(responses=MessageOutputSerializer(many=True))
-    def get(self, request, conversation_id):
+    def get_queryset(self):
         conversation = selectors.conversation_get_for_user(
-            user=request.user, conversation_id=conversation_id
+            user=self.request.user, conversation_id=self.kwargs["conversation_id"]
         )
-        paginator = self.Pagination()
-        page = paginator.paginate_queryset(
-            selectors.message_list(conversation=conversation), request, view=self
-        )
-        return paginator.get_paginated_response(MessageOutputSerializer(page, many=True).data)
+        return selectors.message_list(conversation=conversation)
+
+    def get_serializer_class(self):
+        # What the browsable API builds its form from; the schema is declared below.
+        return self.InputSerializer if self.request.method == "POST" else MessageHistorySerializer
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        # The answers on this page get their HTML rendered once, on their first read.
+        services.messages_html_fill(messages=page)
+        return page
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
     def post(self, request, conversation_id):

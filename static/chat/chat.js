@@ -11,6 +11,13 @@
 //
 // Each message keeps its raw text in a <template data-testid="message-source">; assistant
 // text is rendered as markdown (static/chat/markdown.js) at most once per animation frame.
+// A finished answer loaded from the API is shown as the server rendered it (its `html`,
+// sanitized there with the same rules, and again here by DOMPurify), like the history the
+// page came with.
+//
+// History: the page comes with the latest turns; scrolling near the top loads older ones
+// from the messages API (newest-first cursor pages), whole turns at a time, keeping the
+// reader's place, until there are none left.
 //
 // Keyboard: Enter sends, Shift+Enter adds a line, Escape stops the answer (or closes the
 // sidebar on a phone); while an answer streams, focus moves from the composer to Stop.
@@ -26,6 +33,9 @@
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const NEAR_BOTTOM_PX = 80;
+  const NEAR_TOP_PX = 400; // start loading older messages this close to the top
+  const MAX_SYNC_PAGES = 100;
+  const OLDER_RETRY_MS = 2000;
   const SIDEBAR_LABEL_CHARS = 60;
   const SIDEBAR_COOKIE = "chatsite_sidebar";
   const markdown = window.chatMarkdown || {
@@ -35,6 +45,7 @@
     decorateCodeBlocks: () => {},
     copyText: async () => false,
     flashCopied: () => {},
+    renderHtml: null,
   };
 
   const cfg = {
@@ -44,6 +55,7 @@
     conversationsUrl: root.dataset.conversationsUrl,
     conversationApiUrl: root.dataset.conversationApiUrl,
     messagesUrl: root.dataset.messagesUrl,
+    olderMessagesUrl: root.dataset.olderMessagesUrl,
     streamTokenUrl: root.dataset.streamTokenUrl,
     cancelUrlTemplate: root.dataset.cancelUrlTemplate,
     regenerateUrlTemplate: root.dataset.regenerateUrlTemplate,
@@ -56,6 +68,7 @@
   const el = {
     thread: root.querySelector("[data-thread]"),
     scroller: byTestId("thread"),
+    older: byTestId("older-messages"),
     form: byTestId("composer"),
     input: byTestId("composer-input"),
     send: byTestId("send-button"),
@@ -100,6 +113,9 @@
     dirty: new Set(),
     frame: 0,
     spoken: new Map(), // message id -> characters already announced
+    olderUrl: cfg.olderMessagesUrl || "", // the next page of older messages; "" once all are here
+    loadingOlder: false,
+    olderRetryAt: 0, // after a failed load, scrolling retries from this time on
   };
 
   // ---------------------------------------------------------------- HTTP
@@ -205,6 +221,7 @@
 
   function setText(bubble, text) {
     sourceOf(bubble).replaceChildren(document.createTextNode(text || ""));
+    bubble.serverHtml = null; // the server's HTML, if any, was for other text
     scheduleRender(bubble);
   }
 
@@ -247,7 +264,11 @@
       body.textContent = text;
       return;
     }
-    markdown.render(body, text);
+    if (bubble.serverHtml != null && markdown.renderHtml && FINAL.has(bubble.dataset.status)) {
+      markdown.renderHtml(body, bubble.serverHtml);
+    } else {
+      markdown.render(body, text);
+    }
     if (bubble.dataset.status === "streaming") placeCursor(body);
   }
 
@@ -308,6 +329,7 @@
     setUsage(bubble, message.input_tokens, message.output_tokens);
     setStatus(bubble, message.status || "pending", message.error_message || message.error_code);
     setText(bubble, message.content);
+    bubble.serverHtml = message.html ?? null;
     renderNow(bubble);
     setMeta(bubble);
     return bubble;
@@ -335,6 +357,7 @@
     setUsage(bubble, message.input_tokens, message.output_tokens);
     setStatus(bubble, message.status, message.error_message || message.error_code || "");
     setText(bubble, message.content);
+    bubble.serverHtml = message.html ?? null;
     renderNow(bubble);
     setMeta(bubble);
   }
@@ -558,18 +581,40 @@
 
   // ---------------------------------------------------------------- history sync
 
-  async function fetchAllMessages() {
-    const all = [];
-    let url = cfg.messagesUrl;
-    for (let page = 0; url && page < 100; page += 1) {
+  // DRF's page links are absolute; keep only path and query so a proxy's scheme cannot differ.
+  function localUrl(link) {
+    if (!link) return "";
+    const url = new URL(link, window.location.href);
+    return url.pathname + url.search;
+  }
+
+  function newestFirstUrl(url) {
+    const parsed = new URL(url, window.location.href);
+    parsed.searchParams.set("ordering", "-created_at");
+    return parsed.pathname + parsed.search;
+  }
+
+  // The newest messages, newest first, down to one this page already shows as finished (and
+  // past every one it shows as active): what the page may have missed, without the history.
+  async function fetchRecentMessages() {
+    const found = [];
+    const waitingFor = new Set(
+      [...allBubbles()].filter((b) => ACTIVE.has(b.dataset.status)).map((b) => b.dataset.messageId),
+    );
+    let reachedKnown = false;
+    let url = newestFirstUrl(cfg.messagesUrl);
+    for (let page = 0; url && page < MAX_SYNC_PAGES; page += 1) {
       const data = await api(url);
-      if (Array.isArray(data)) return data;
-      all.push(...(data.results || []));
-      // DRF's `next` is absolute; keep only path and query so a proxy's scheme cannot differ.
-      url = data.next ? new URL(data.next, window.location.href) : null;
-      url = url && url.pathname + url.search;
+      for (const message of data.results || []) {
+        found.push(message);
+        waitingFor.delete(message.id);
+        const bubble = findBubble(message.id);
+        if (bubble && !ACTIVE.has(bubble.dataset.status)) reachedKnown = true;
+      }
+      if (reachedKnown && !waitingFor.size) break;
+      url = localUrl(data.next);
     }
-    return all;
+    return found.reverse();
   }
 
   // Bring the page in line with the database: add messages made elsewhere (another tab) and
@@ -585,19 +630,24 @@
     try {
       do {
         state.syncAgain = false;
-        const messages = await fetchAllMessages();
+        const messages = await fetchRecentMessages();
         keepingScroll(() => {
+          // Messages older than the first one the page shows are the older loader's business;
+          // an empty thread takes them all.
           let previous = null;
+          let anchored = allBubbles().length === 0;
           for (const message of messages) {
             let bubble = findBubble(message.id);
             if (!bubble) {
+              if (!anchored) continue;
               bubble = createBubble(message);
               removeEmptyState();
               if (previous) previous.after(bubble);
-              else el.thread.prepend(bubble);
+              else el.thread.append(bubble);
             } else if (FINAL.has(message.status) && ACTIVE.has(bubble.dataset.status)) {
               applyFinal(bubble, message);
             }
+            anchored = true;
             if (message.role === "assistant" && message.reply_to) {
               bubble.dataset.replyTo = message.reply_to;
             }
@@ -611,6 +661,65 @@
       state.syncing = false;
       updateUi();
     }
+  }
+
+  // ---------------------------------------------------------------- older messages
+
+  function showOlderStatus(text) {
+    el.older.textContent = text;
+    el.older.hidden = !text;
+  }
+
+  // A turn is a question and its answers; an older page may end inside one (its first
+  // message an answer whose question is older still). Keep reading until the batch starts
+  // with a question, so the "n / m" switcher of every loaded turn is complete.
+  const startsATurn = (message) => message.role === "user" || !message.reply_to;
+
+  async function fetchOlderTurns() {
+    const batch = []; // oldest first
+    let url = state.olderUrl;
+    while (url) {
+      const data = await api(url);
+      for (const message of data.results || []) batch.unshift(message);
+      url = localUrl(data.next);
+      if (!batch.length || startsATurn(batch[0])) break;
+    }
+    return { batch, next: url };
+  }
+
+  async function loadOlder() {
+    state.loadingOlder = true;
+    showOlderStatus("Loading earlier messages…");
+    try {
+      const { batch, next } = await fetchOlderTurns();
+      // Keep what the reader sees where it is: the first visible bubble stays put on screen.
+      const anchor = [...allBubbles()].find((bubble) => !bubble.hidden);
+      const before = anchor ? anchor.getBoundingClientRect().top : 0;
+      const fresh = batch.filter((message) => !findBubble(message.id)).map(createBubble);
+      const first = el.thread.querySelector('[data-testid="message"]');
+      if (fresh.length) {
+        removeEmptyState();
+        if (first) first.before(...fresh);
+        else el.thread.append(...fresh);
+      }
+      state.olderUrl = next;
+      showOlderStatus("");
+      updateUi(); // groups the loaded answers with their attempts
+      if (anchor) el.scroller.scrollTop += anchor.getBoundingClientRect().top - before;
+      updateJump();
+    } catch {
+      state.olderRetryAt = Date.now() + OLDER_RETRY_MS;
+      showOlderStatus("Couldn't load earlier messages. Scroll up to try again.");
+    } finally {
+      state.loadingOlder = false;
+    }
+    maybeLoadOlder();
+  }
+
+  // Near the top (or a history too short to scroll), with more to load: load it.
+  function maybeLoadOlder() {
+    if (!state.olderUrl || state.loadingOlder || Date.now() < state.olderRetryAt) return;
+    if (el.scroller.scrollTop < NEAR_TOP_PX) loadOlder();
   }
 
   // ---------------------------------------------------------------- stream events
@@ -1072,6 +1181,7 @@
       state.jumping = false;
       state.follow = atBottom;
       updateJump();
+      maybeLoadOlder();
     },
     { passive: true },
   );
@@ -1223,6 +1333,7 @@
   scrollToBottom();
   updateUi();
   updateJump();
+  maybeLoadOlder();
   if (cfg.page === "conversation") connect();
   if (!phone.matches) {
     // Opened mid-answer: Stop is the thing to reach; the composer gets focus afterwards.

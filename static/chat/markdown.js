@@ -1,6 +1,7 @@
 // chatsite markdown: render untrusted model output the way chat/rendering.py does on the
 // server, then highlight code blocks and give each a header with its language and a copy
-// button. Used for answers as they stream in and to decorate server-rendered history.
+// button. Used for answers as they stream in, for older answers loaded with their server-
+// rendered HTML, and to decorate server-rendered history.
 //
 // Model output is untrusted. Three layers keep it inert:
 //   1. markdown-it with html: false (raw HTML is shown as text), links only for http(s) and
@@ -177,6 +178,25 @@
     target.replaceChildren(fragment);
   }
 
+  /**
+   * Show HTML the server rendered and sanitized (chat/rendering.py, the source of truth for
+   * stored answers) in `target`: DOMPurify checks it against the same allow-list first, as
+   * it does the live text, so a mistake on either side cannot put markup on the page.
+   */
+  function renderHtml(target, html) {
+    let fragment;
+    if (purify) {
+      fragment = purify.sanitize(html || "", PURIFY_CONFIG);
+    } else {
+      // No DOMPurify: what the server sent, parsed inert, as in a server-rendered page.
+      const holder = document.createElement("template");
+      holder.innerHTML = html || "";
+      fragment = holder.content;
+    }
+    decorateCodeBlocks(fragment);
+    target.replaceChildren(fragment);
+  }
+
   /** Copy `text` to the clipboard; resolves true on success. */
   async function copyText(text) {
     try {
@@ -219,5 +239,5 @@
     }, COPIED_MS);
   }
 
-  window.chatMarkdown = { render, decorateCodeBlocks, copyText, flashCopied };
+  window.chatMarkdown = { render, renderHtml, decorateCodeBlocks, copyText, flashCopied };
 })();

@@ -145,6 +145,14 @@ def daphne_slow_demo(start_daphne):
     return start_daphne(ANTHROPIC_API_KEY="", CHAT_DEMO_TOKENS_PER_SECOND="8")
 
 
+@pytest.fixture(scope="package")
+def daphne_short_pages(start_daphne):
+    """daphne with the demo provider and pages of 4 messages, so a short history is long."""
+    return start_daphne(
+        ANTHROPIC_API_KEY="", CHAT_DEMO_TOKENS_PER_SECOND="400", CHAT_MESSAGE_PAGE_SIZE="4"
+    )
+
+
 class DroppableProxy:
     """A TCP proxy in front of a server that can cut every open connection on demand.
 

@@ -10,11 +10,13 @@ and go nowhere.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from chat.models import Message
+from chat.models import Conversation, Message
 from tests.browser.helpers import (
     assert_shows_stored_answer,
     bubble,
@@ -139,6 +141,58 @@ def test_model_output_cannot_run_script_or_fetch_remote_images(
     assert page.evaluate("window.__xss") is None
     assert not [url for url in requests if IMAGE_HOST in url], requests
     # Nothing even tried: the CSP had nothing to block.
+    assert violations == []
+
+
+def test_an_older_answer_loaded_on_scroll_is_as_inert_as_a_rendered_one(
+    open_context, daphne_short_pages, user, password
+):
+    """An answer full of XSS payloads, old enough that the page loads it from the API when
+    the reader scrolls up, shows the server's sanitized HTML: no payload runs, only http(s)
+    links are links, and nothing is fetched from the image host."""
+    conversation = Conversation.objects.create(owner=user, model="demo")
+    start = timezone.now() - timedelta(hours=1)
+    rows = []
+    for number in range(10):  # pages of 4: the payload (1) is two pages back
+        question = rows[-1] if number % 2 else None
+        rows.append(
+            Message(
+                conversation=conversation,
+                role="assistant" if number % 2 else "user",
+                reply_to=question,
+                content=PAYLOAD if number == 1 else f"message {number}\n\n" + "long " * 400,
+                created_at=start + timedelta(seconds=number),
+            )
+        )
+    Message.objects.bulk_create(rows)
+    payload_id = str(rows[1].pk)
+    page = log_in(open_context(), daphne_short_pages, user, password)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    violations = csp_violations(page)
+    page.goto(f"{daphne_short_pages.url}/c/{conversation.pk}/")
+    wait_until_idle(page)
+    expect(bubble(page, payload_id)).to_have_count(0)
+
+    for _ in range(50):  # scroll up until the page has loaded it
+        if bubble(page, payload_id).count():
+            break
+        page.get_by_test_id("thread").evaluate("(el) => { el.scrollTop = 0; }")
+        page.wait_for_timeout(100)
+    expect(bubble(page, payload_id)).to_be_attached()
+    expect(page.get_by_test_id("older-messages")).to_be_hidden()
+
+    seen = assert_inert(page, payload_id)
+    assert "<script>window.__xss = 'script block'</script>" in seen["text"]
+    assert [link["href"] for link in seen["links"]] == [
+        f"http://{IMAGE_HOST}/pixel.png",
+        "https://example.com/docs",
+    ]
+    assert seen["links"][0]["cls"] == "md-image"
+    expect(page.locator("[data-testid=thread] img")).to_have_count(0)
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__xss") is None
+    assert not [url for url in requests if IMAGE_HOST in url], requests
     assert violations == []
 
 

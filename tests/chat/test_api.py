@@ -398,7 +398,7 @@ def test_refused_send_starts_no_run(
 
 
 def test_message_history_is_oldest_first(api_client, conversation):
-    """The message list is the conversation's history, oldest first, paginated."""
+    """The message list is the conversation's history, oldest first, in cursor pages."""
     now = timezone.now()
     for age, content in ((1, "third"), (3, "first"), (2, "second")):
         Message.objects.create(
@@ -408,8 +408,8 @@ def test_message_history_is_oldest_first(api_client, conversation):
             created_at=now - timedelta(minutes=age),
         )
     body = api_client.get(messages_url(conversation.pk)).json()
-    assert body["count"] == 3
     assert body["next"] is None
+    assert body["previous"] is None
     assert [m["content"] for m in body["results"]] == ["first", "second", "third"]
 
 
@@ -427,7 +427,166 @@ def test_message_history_only_shows_this_conversation(api_client, user, conversa
     """A conversation's history does not include another conversation's messages."""
     other = conversation_create(owner=user)
     Message.objects.create(conversation=other, role=Message.Role.USER, content="elsewhere")
-    assert api_client.get(messages_url(conversation.pk)).json()["count"] == 0
+    assert api_client.get(messages_url(conversation.pk)).json()["results"] == []
+
+
+# --- message history pages ---------------------------------------------------------------
+
+
+def make_history(conversation, count: int, *, ties: int = 0) -> list[Message]:
+    """`count` alternating user/assistant messages, oldest first, a millisecond apart;
+    the last `ties` of them share one timestamp (rows the app never makes, but an import
+    could), which only their ids order."""
+    start = timezone.now() - timedelta(days=1)
+    rows = []
+    for i in range(count):
+        at = start + timedelta(milliseconds=min(i, count - ties) if ties else i)
+        user_turn = i % 2 == 0
+        rows.append(
+            Message(
+                conversation=conversation,
+                role=Message.Role.USER if user_turn else Message.Role.ASSISTANT,
+                content=f"message {i:04d}",
+                created_at=at,
+                reply_to=None if user_turn else rows[-1],
+            )
+        )
+    Message.objects.bulk_create(rows)
+    return sorted(rows, key=lambda m: (m.created_at, m.pk))
+
+
+def walk(client: APIClient, url: str, link: str = "next") -> list[list[str]]:
+    """The ids of every page from `url` on, following `link` until there is none."""
+    pages = []
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        pages.append([m["id"] for m in body["results"]])
+        url = body[link]
+        assert len(pages) < 100, "the pages never end"
+    return pages
+
+
+def walk_to_last_url(client: APIClient, url: str) -> str:
+    while (following := client.get(url).json()["next"]) is not None:
+        url = following
+    return url
+
+
+@pytest.mark.parametrize("ties", [0, 7], ids=["distinct-times", "with-tied-times"])
+def test_cursor_pages_walk_the_whole_history_exactly_once_in_order(api_client, conversation, ties):
+    """Following `next` from the first page visits every message once, oldest first, in
+    pages of `page_size`, and newest first (`ordering=-created_at`) in reverse; messages
+    with the same time keep one order. `previous` walks back over the same pages (when no
+    two messages share a time: DRF's offsets can skip some of a tie when a walk turns)."""
+    history = [str(m.pk) for m in make_history(conversation, 123, ties=ties)]
+    url = f"{messages_url(conversation.pk)}?page_size=10"
+
+    oldest_first = walk(api_client, url)
+    assert [len(page) for page in oldest_first] == [10] * 12 + [3]
+    assert [pk for page in oldest_first for pk in page] == history
+
+    newest_first = walk(api_client, f"{url}&ordering=-created_at")
+    assert [pk for page in newest_first for pk in page] == history[::-1]
+
+    if ties:
+        return
+    last = api_client.get(walk_to_last_url(api_client, url)).json()
+    back = walk(api_client, last["previous"], "previous")
+    assert [pk for page in back[::-1] for pk in page] + [m["id"] for m in last["results"]] == (
+        history
+    )
+
+
+def test_a_message_sent_while_a_reader_pages_back_shifts_nothing(api_client, conversation):
+    """Cursor pages are positions, not offsets: a message sent between two requests neither
+    repeats nor skips anything in the pages that follow."""
+    history = [str(m.pk) for m in make_history(conversation, 30)]
+    first = api_client.get(f"{messages_url(conversation.pk)}?ordering=-created_at&page_size=10")
+    send(api_client, conversation, "a new question")
+
+    rest = walk(api_client, first.json()["next"])
+    seen = [m["id"] for m in first.json()["results"]] + [pk for page in rest for pk in page]
+    assert seen == history[::-1]
+
+
+def test_page_size_defaults_to_the_setting_and_is_bounded(api_client, conversation, settings):
+    """Without `page_size` a page holds CHAT_MESSAGE_PAGE_SIZE messages; a client may ask
+    for up to CHAT_MESSAGE_PAGE_SIZE_MAX, and more (or a size that is not a positive
+    number) is a 400 that names the parameter."""
+    settings.CHAT_MESSAGE_PAGE_SIZE = 4
+    settings.CHAT_MESSAGE_PAGE_SIZE_MAX = 6
+    make_history(conversation, 10)
+    url = messages_url(conversation.pk)
+
+    assert len(api_client.get(url).json()["results"]) == 4
+    assert len(api_client.get(f"{url}?page_size=6").json()["results"]) == 6
+    for bad in ("7", "0", "-1", "ten", ""):
+        body = assert_error(api_client.get(f"{url}?page_size={bad}"), 400, "invalid")
+        assert "page_size" in body["errors"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        pytest.param("YQ", id="not-base64"),
+        pytest.param("bz0tMQ==", id="negative-offset"),  # o=-1
+        pytest.param("cD1ub3QtYS10aW1l", id="position-not-a-time"),  # p=not-a-time
+        pytest.param("cD0yMDI2LTAxLTAxIDAwOjAwOjAw", id="position-without-zone"),
+        pytest.param("cD0yMDI2LTEzLTAxIDAwOjAwOjAwKzAwOjAw", id="month-13"),
+    ],
+)
+def test_a_bad_cursor_is_a_json_404_not_a_500(api_client, conversation, cursor):
+    """A cursor the server did not make is refused like DRF refuses one (404, `Invalid
+    cursor.`), including a well-encoded one whose position is not a time with a zone."""
+    make_history(conversation, 3)
+    response = api_client.get(f"{messages_url(conversation.pk)}?cursor={cursor}")
+    assert assert_error(response, 404, "invalid_cursor")["message"] == "Invalid cursor."
+
+
+def test_an_unknown_ordering_is_400(api_client, conversation):
+    """Only `created_at` and `-created_at` order the history; anything else is a 400."""
+    for bad in ("id", "-content", "created_at,id", ""):
+        body = assert_error(
+            api_client.get(f"{messages_url(conversation.pk)}?ordering={bad}"), 400, "invalid"
+        )
+        assert "ordering" in body["errors"]
+
+
+def test_history_carries_each_finished_answers_sanitized_html(api_client, conversation):
+    """A finished answer comes with its server-rendered, sanitized HTML (what the page shows
+    for it); user messages and unfinished answers have none."""
+    from chat.rendering import render_markdown
+
+    earlier = timezone.now() - timedelta(minutes=1)
+    question = Message.objects.create(
+        conversation=conversation, role="user", content="**hi** <b>", created_at=earlier
+    )
+    answer = "Hello **there** <script>alert(1)</script> [x](javascript:alert(1))"
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content=answer,
+        reply_to=question,
+        created_at=earlier + timedelta(seconds=1),
+    )
+    send(api_client, conversation)
+
+    results = api_client.get(messages_url(conversation.pk)).json()["results"]
+
+    assert [(m["role"], m["status"]) for m in results] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "pending"),
+    ]
+    assert results[1]["html"] == render_markdown(answer)
+    assert "<strong>there</strong>" in results[1]["html"]
+    assert "&lt;script&gt;" in results[1]["html"]
+    assert "<script" not in results[1]["html"]
+    assert "href" not in results[1]["html"]
+    assert [m["html"] for m in (results[0], results[2], results[3])] == [None, None, None]
 
 
 # --- validation --------------------------------------------------------------------------
@@ -724,6 +883,68 @@ def test_schema_describes_the_api(client):
     paths = schema["paths"]
     assert set(paths["/api/v1/conversations/{conversation_id}/messages/"]) >= {"get", "post"}
     assert "post" in paths["/api/v1/conversations/{conversation_id}/stream-token/"]
+
+
+def _nullable_as_json_schema(node):
+    """OpenAPI 3.0's `nullable: true` as JSON Schema's null type, so jsonschema can check."""
+    if isinstance(node, list):
+        return [_nullable_as_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _nullable_as_json_schema(value) for key, value in node.items()}
+    if node.pop("nullable", False):
+        node = {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+def assert_matches_schema(schema: dict, path: str, body: dict) -> None:
+    """`body` is what the schema declares for a 200 to GET `path`."""
+    import jsonschema
+
+    declared = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+    document = _nullable_as_json_schema({**declared["schema"], "components": schema["components"]})
+    jsonschema.validate(body, document)
+
+
+def test_schema_declares_the_lists_as_the_pages_they_send(api_client, client, user, conversation):
+    """The conversation list is declared as numbered pages ({count, next, previous,
+    results}) and the message list as cursor pages ({next, previous, results}) with its
+    `cursor`, `page_size` (bounded) and `ordering` parameters; real responses of both, on
+    a first and a later page, validate against what is declared."""
+    settings_max = 200
+    schema = client.get("/api/v1/schema/", {"format": "json"}).json()
+    conversations_path = "/api/v1/conversations/"
+    messages_path = "/api/v1/conversations/{conversation_id}/messages/"
+
+    def page_schema(path: str) -> dict:
+        ref = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        return schema["components"]["schemas"][ref["schema"]["$ref"].rsplit("/", 1)[-1]]
+
+    conversations = page_schema(conversations_path)
+    assert set(conversations["properties"]) == {"count", "next", "previous", "results"}
+    assert conversations["properties"]["results"]["type"] == "array"
+    messages = page_schema(messages_path)
+    assert set(messages["properties"]) == {"next", "previous", "results"}
+    assert messages["properties"]["results"]["type"] == "array"
+    parameters = {p["name"]: p for p in schema["paths"][messages_path]["get"]["parameters"]}
+    assert parameters["cursor"]["schema"]["type"] == "string"
+    assert parameters["page_size"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": settings_max,
+    }
+    assert parameters["ordering"]["schema"]["enum"] == ["created_at", "-created_at"]
+
+    for i in range(3):
+        conversation_create(owner=user, title=f"c{i}")
+    make_history(conversation, 5)
+    send(api_client, conversation)
+    first = api_client.get(f"{messages_url(conversation.pk)}?page_size=3").json()
+    later = api_client.get(first["next"]).json()
+    for body in (first, later):
+        assert_matches_schema(schema, messages_path, body)
+    assert_matches_schema(schema, conversations_path, api_client.get(LIST_URL).json())
+    assert_matches_schema(schema, conversations_path, api_client.get(f"{LIST_URL}?page=1").json())
 
 
 def test_schema_default_format_is_yaml(client):

@@ -193,7 +193,8 @@ def test_home_rejects_post(client, alice):
 
 
 def test_conversation_page_renders_history_in_order(client, alice):
-    """The whole history is rendered server-side, oldest first, with role and status."""
+    """A short history is rendered whole on the server, oldest first, with role and status,
+    and nothing is left for the script to load."""
     conversation = make_conversation(alice, title="Geography")
     now = timezone.now()
     first = add_message(conversation, role="user", content="Capital of France?", created_at=now)
@@ -221,6 +222,8 @@ def test_conversation_page_renders_history_in_order(client, alice):
     assert [b["data-status"] for b in bubbles] == ["complete"] * 3
     assert html.index("Capital of France?") < html.index("Paris.") < html.index("And of Italy?")
     assert not by_testid(html, "empty-state")
+    (root,) = elements(html, data_chat_root=True)
+    assert root["data-older-messages-url"] == ""
 
 
 def test_conversation_page_escapes_html_in_message_content(client, alice):
@@ -430,6 +433,156 @@ def test_page_has_logout_form_with_csrf_token(client, alice):
 
     assert elements(html, "form", method="post", action=reverse("logout"))
     assert elements(html, "input", name="csrfmiddlewaretoken")
+
+
+# --- long conversations -------------------------------------------------------------
+
+
+def make_turns(conversation, spec: str) -> list[Message]:
+    """Messages from a spec such as "qa qaa qa": each `q` a question, each `a` an answer to
+    the question before it (two or more: regenerations); oldest first, a second apart."""
+    start = timezone.now() - timedelta(days=1)
+    rows: list[Message] = []
+    question = None
+    for kind in spec.replace(" ", ""):
+        message = Message(
+            conversation=conversation,
+            role="user" if kind == "q" else "assistant",
+            reply_to=None if kind == "q" else question,
+            content=f"**message {len(rows):04d}**",
+            created_at=start + timedelta(seconds=len(rows)),
+        )
+        question = message if kind == "q" else question
+        rows.append(message)
+    Message.objects.bulk_create(rows)
+    return rows
+
+
+def test_a_long_conversation_page_renders_only_its_latest_messages(client, alice):
+    """With 500 messages the page holds only the latest CHAT_MESSAGE_PAGE_SIZE, oldest
+    first, and points the script at the API page of the messages before them."""
+    from chat.conf import chat_settings
+
+    assert chat_settings.MESSAGE_PAGE_SIZE == 50
+    conversation = make_conversation(alice)
+    history = make_turns(conversation, "qa" * 250)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    bubbles = by_testid(html, "message")
+    assert [b["data-message-id"] for b in bubbles] == [str(m.pk) for m in history[-50:]]
+    assert "message 0449" not in html and "message 0450" in html
+    (root,) = elements(html, data_chat_root=True)
+    older = root["data-older-messages-url"]
+    assert resolve(older.split("?")[0]).url_name == "message-list"
+    page = client.get(older).json()
+    assert [m["id"] for m in page["results"]] == [str(m.pk) for m in history[-51:-101:-1]]
+    assert page["next"]
+
+
+def test_the_page_starts_at_a_question_so_a_turns_answers_stay_together(client, alice, settings):
+    """When the latest N messages begin inside a regenerated turn, the page reaches back to
+    the turn's question: its answers all get their "n / m" switcher, and the page's link to
+    older messages starts right before that question."""
+    settings.CHAT_MESSAGE_PAGE_SIZE = 3
+    conversation = make_conversation(alice)
+    history = make_turns(conversation, "qa qaaa")
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    bubbles = by_testid(html, "message")
+    assert [b["data-message-id"] for b in bubbles] == [str(m.pk) for m in history[2:]]
+    assert [("hidden" in b) for b in bubbles] == [False, True, True, False]
+    assert all(f">{n} / 3</span>" in html for n in (1, 2, 3))
+    (root,) = elements(html, data_chat_root=True)
+    older = client.get(root["data-older-messages-url"]).json()
+    assert [m["id"] for m in older["results"]] == [str(history[1].pk), str(history[0].pk)]
+    assert older["next"] is None
+
+
+@pytest.fixture
+def render_calls(monkeypatch):
+    """Counts markdown renderings wherever the page and the API call the renderer."""
+    import chat.services
+    import chat.views
+    from chat import rendering
+
+    calls: list[str] = []
+
+    def counting(text):
+        calls.append(text)
+        return rendering.render_markdown(text)
+
+    monkeypatch.setattr(chat.services, "render_markdown", counting, raising=False)
+    monkeypatch.setattr(chat.views, "render_markdown", counting)
+    return calls
+
+
+def test_an_answer_is_rendered_once_not_on_every_view(client, alice, render_calls):
+    """The first view renders each finished answer's markdown and stores the sanitized
+    HTML; later views of the page, and the history API, use the stored HTML."""
+    from chat.rendering import render_markdown
+
+    conversation = make_conversation(alice)
+    history = make_turns(conversation, "qa" * 10)
+    client.force_login(alice)
+
+    first = client.get(page_url(conversation)).content.decode()
+    assert len(render_calls) == 10
+    stored = Message.objects.get(pk=history[1].pk)
+    assert stored.html == render_markdown(history[1].content)
+    assert "<strong>message 0001</strong>" in first
+
+    render_calls.clear()
+    second = client.get(page_url(conversation)).content.decode()
+    api = client.get(reverse("message-list", kwargs={"conversation_id": conversation.pk}))
+    assert render_calls == []
+    assert second.count("<strong>message 00") == 10
+    assert api.json()["results"][1]["html"] == stored.html
+
+
+def test_stored_html_is_rendered_again_for_other_text_or_rules(
+    client, alice, render_calls, monkeypatch
+):
+    """Stored HTML is used only for the text and rendering rules it was made from: an
+    answer edited (in the admin) or a change of rules (a sanitizer upgrade) renders again."""
+    from chat import rendering
+
+    conversation = make_conversation(alice)
+    history = make_turns(conversation, "qa qa")
+    client.force_login(alice)
+    client.get(page_url(conversation))
+
+    Message.objects.filter(pk=history[1].pk).update(content="edited *text*")
+    render_calls.clear()
+    html = client.get(page_url(conversation)).content.decode()
+    assert render_calls == ["edited *text*"]
+    assert "edited <em>text</em>" in html
+
+    monkeypatch.setattr(rendering, "_rules", lambda: b"stricter rules\0")
+    render_calls.clear()
+    client.get(page_url(conversation))
+    assert sorted(render_calls) == sorted(["edited *text*", history[3].content])
+
+
+def test_an_answer_being_written_is_rendered_but_not_stored(client, alice, render_calls):
+    """The answer still streaming is rendered as it stands for the page (the script takes
+    over) and nothing is stored for it: its text is still changing."""
+    conversation = make_conversation(alice)
+    question = add_message(conversation, role="user", content="q")
+    answer = add_message(
+        conversation, role="assistant", content="so *far*", status="streaming", reply_to=question
+    )
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert "so <em>far</em>" in html
+    assert render_calls == ["so *far*"]
+    answer.refresh_from_db()
+    assert (answer.html, answer.html_key) == ("", "")
 
 
 # --- markdown, regenerations and controls -------------------------------------------
