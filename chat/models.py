@@ -77,6 +77,9 @@ class Message(models.Model):
     run_owner = models.CharField(max_length=200, blank=True)
     run_lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # How many earlier exchanges (a user message and its answer) were left out of what the
+    # model was sent for this answer, to fit its context window (see chat/context.py).
+    context_omitted_turns = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["created_at"]

@@ -19,7 +19,7 @@ from enum import StrEnum
 from ..events import MessageStarted, RunError, TextAppended, conversation_group, run_error_data
 from ..models import Message
 from ..outbox import Outbox
-from ..providers import ProviderError, StreamEnd, TextDelta, get_provider
+from ..providers import ProviderError, StreamEnd, TextDelta, Usage, get_provider
 from .finish import finish_message
 from .job import RunJob
 
@@ -44,6 +44,7 @@ class Run:
         self.stop_reason: StopReason | None = None
         self.parts: list[str] = []
         self.length = 0
+        self.usage = Usage()  # what the model reported before its end, if anything
         # The manager's checkpoints: the first waits one interval after the start.
         self.checkpointed_at = time.monotonic()
         self.checkpointed_length = 0
@@ -69,6 +70,8 @@ class Run:
                         self._append(item.text)
                     elif isinstance(item, StreamEnd):
                         end = item
+                    elif isinstance(item, Usage):
+                        self.usage = item
         except ProviderError as exc:
             status = Message.Status.INTERRUPTED if self.length else Message.Status.FAILED
             error = {
@@ -118,7 +121,10 @@ class Run:
             text=self.text(),
             status=status,
             stop_reason=end.stop_reason,
-            input_tokens=end.input_tokens,
+            # An answer stopped or broken before its end still used its input.
+            input_tokens=end.input_tokens
+            if end.input_tokens is not None
+            else self.usage.input_tokens,
             output_tokens=end.output_tokens,
             error=error,
             save=save,
