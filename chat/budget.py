@@ -3,17 +3,20 @@
 What counts: the input and output tokens the model reported for the user's answers
 created since the start of the current UTC day. Both, because both are paid for, and
 input is most of it in a long conversation (every answer is sent the history again).
-Usage is what the model reported: an answer counts once its usage is stored — when it
-ends, or for the input, as soon as the model has reported it (at the start of its stream,
-kept with the first checkpoint) — so a stopped or broken answer counts what it used.
+An answer counts once it ends, when its usage is stored with its final state: also when
+it is stopped or breaks, with the input tokens the model reported at the start of its
+stream (the output of such an answer is not reported, and not counted). An answer still
+streaming counts nothing yet: the run writes nothing per token, and usage is only known
+in full at the end.
 
 When: before each send and regenerate, with one aggregate query over the user's answers
 of the day. A send is let through while the total is below the budget, and the answer it
-starts may take the total past it. There is no lock: sends that race each other (in two
-tabs or two conversations) are each checked against usage that does not yet include the
-others' answers, so each can overshoot by one answer. One answer can run per
-conversation, so the overshoot is at most one answer per conversation answering at that
-moment — one, for a person in one tab.
+starts may take the total past it: by at most that one answer. There is no lock: sends
+that race each other (in two tabs or two conversations), or that start while another
+conversation's answer streams, are checked against usage that does not include those
+answers yet, and each can overshoot by one answer. One answer runs per conversation, so
+the overshoot is at most one answer per conversation answering at that moment — one, for
+a person in one tab.
 
 Refused sends get 429 `token_budget_exhausted` with `Retry-After`: the seconds until the
 next UTC midnight, when the count starts again.
