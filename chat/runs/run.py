@@ -114,6 +114,11 @@ class Run:
     async def _finish(
         self, status: str, end: StreamEnd, error: dict | None, *, save: bool = True
     ) -> None:
+        # An answer stopped or broken before its end has no `StreamEnd` usage, but it
+        # still used its input: what the model reported at the start counts.
+        input_tokens = end.input_tokens
+        if input_tokens is None:
+            input_tokens = self.usage.input_tokens
         await finish_message(
             outbox=self.outbox,
             conversation_id=self.job.conversation_id,
@@ -121,10 +126,7 @@ class Run:
             text=self.text(),
             status=status,
             stop_reason=end.stop_reason,
-            # An answer stopped or broken before its end still used its input.
-            input_tokens=end.input_tokens
-            if end.input_tokens is not None
-            else self.usage.input_tokens,
+            input_tokens=input_tokens,
             output_tokens=end.output_tokens,
             error=error,
             save=save,
