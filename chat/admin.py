@@ -10,6 +10,7 @@ _MESSAGE_READONLY = (
     "stop_reason",
     "input_tokens",
     "output_tokens",
+    "context_omitted_turns",
     "error_code",
     "error_message",
     "created_at",

@@ -17,6 +17,12 @@ DEFAULTS: dict[str, object] = {
     "MODEL": "claude-sonnet-4-5",
     "MAX_TOKENS": 4096,
     "MAX_MESSAGE_CHARS": 32_000,
+    # The model's context window in tokens: the history sent with each answer is cut to
+    # fit it (see chat/context.py). One number for every model until models get a list.
+    "CONTEXT_TOKENS": 200_000,
+    # Tokens (input + output) each user may use per UTC day; None or 0: no limit.
+    # Checked before each send and regenerate (see chat/budget.py).
+    "DAILY_TOKEN_BUDGET": None,
     # Backends: {"BACKEND": dotted path, "OPTIONS": {...}} (see chat/backends.py). The
     # site's settings choose Redis ones when REDIS_URL is set, and the real model when
     # ANTHROPIC_API_KEY is.

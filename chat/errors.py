@@ -69,6 +69,34 @@ class RequestTooLarge(ChatError):
     default_detail = "The request body is too large."
 
 
+class ContextTooLong(ChatError):
+    """The message being answered does not fit the model's context window on its own
+    (earlier turns are dropped to make room, never this one: see chat/context.py)."""
+
+    status_code = 400
+    default_code = "context_too_long"
+    default_detail = "This message is too long for the model's context window."
+
+
+class TokenBudgetExhausted(ChatError):
+    """The user has used their tokens for today (`CHAT_DAILY_TOKEN_BUDGET`): sends and
+    regenerates are refused until the next UTC midnight, which `Retry-After` names."""
+
+    status_code = 429
+    default_code = "token_budget_exhausted"
+    default_detail = "You have used today's token allowance."
+
+    def __init__(self, message: str | None = None, *, retry_after: int, resets_at: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.resets_at = resets_at
+
+    @property
+    def body(self) -> dict:
+        # As DRF's throttled responses do, the wait is in the body too; and when it ends.
+        return {**super().body, "retry_after": self.retry_after, "resets_at": self.resets_at}
+
+
 class StreamAuthFailed(ChatError):
     status_code = 401
     default_code = "stream_token_invalid"

@@ -70,8 +70,23 @@ class ResumePosition:
 # --- SSE payloads (the public contract) ----------------------------------------------
 
 
-def message_start_data(*, message_id: str, role: str, status: str, created_at: str) -> dict:
-    return {"message": {"id": message_id, "role": role, "status": status, "created_at": created_at}}
+def message_start_data(
+    *,
+    message_id: str,
+    role: str,
+    status: str,
+    created_at: str,
+    context_omitted_turns: int = 0,
+) -> dict:
+    return {
+        "message": {
+            "id": message_id,
+            "role": role,
+            "status": status,
+            "created_at": created_at,
+            "context_omitted_turns": context_omitted_turns,
+        }
+    }
 
 
 def message_end_data(

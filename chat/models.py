@@ -84,6 +84,9 @@ class Message(models.Model):
     # rendered again when next read.
     html = models.TextField(blank=True, editable=False)
     html_key = models.CharField(max_length=64, blank=True, editable=False)
+    # How many earlier exchanges (a user message and its answer) were left out of what the
+    # model was sent for this answer, to fit its context window (see chat/context.py).
+    context_omitted_turns = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["created_at"]

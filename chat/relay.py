@@ -243,6 +243,7 @@ def _snapshot_from_db(message: Message) -> Snapshot:
         role=message.role,
         status=message.status,
         created_at=message.created_at.isoformat(),
+        context_omitted_turns=message.context_omitted_turns,
     )
     if message.is_active:
         return Snapshot(start=start, text=message.content)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import Coalesce
 
 from .errors import NotFound
 from .models import Conversation, Message
@@ -94,6 +95,24 @@ def message_user_turn(*, message: Message) -> Message | None:
         .order_by("-created_at")
         .first()
     )
+
+
+def tokens_used_since(*, user_id: int, since: datetime) -> int:
+    """Input plus output tokens of the user's answers created at or after `since`.
+
+    One aggregate query. Every send and regenerate saves its conversation after creating
+    the answer, so the conversation of an answer created since `since` was updated since
+    then too: saying so lets the (owner, updated_at) index find the day's few
+    conversations, and (conversation, created_at) their answers, however long the
+    user's history is.
+    """
+    used = Message.objects.filter(
+        conversation__owner_id=user_id,
+        conversation__updated_at__gte=since,
+        role=Message.Role.ASSISTANT,
+        created_at__gte=since,
+    ).aggregate(total=Sum(Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0)))
+    return used["total"] or 0
 
 
 def message_history_for_run(*, message: Message) -> list[ChatTurn]:

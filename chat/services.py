@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import runs, selectors
+from . import budget, runs, selectors
 from .conf import chat_settings
 from .errors import (
     ContentTooLong,
@@ -77,11 +77,14 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
     One run per conversation: a send while an answer is pending or streaming is
     refused with `RunActive`. The database constraint decides (the answer's INSERT
     fails and the transaction rolls back), so a send costs no extra query to ask.
+    Refused too: a user who has spent today's tokens (`TokenBudgetExhausted`), and a
+    message too long for the model's context window on its own (`ContextTooLong`).
     """
     _admit()
     limit = chat_settings.MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise ContentTooLong(f"Messages are limited to {limit} characters.")
+    budget.ensure_budget_left(user_id=conversation.owner_id)
     try:
         with transaction.atomic():
             now = timezone.now()
@@ -112,7 +115,7 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
 
 def _create_answer(user_message: Message, *, created_at) -> Message:
     """A pending answer to `user_message`; its run starts once the transaction commits."""
-    answer = Message.objects.create(
+    answer = Message(
         conversation=user_message.conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
@@ -124,7 +127,11 @@ def _create_answer(user_message: Message, *, created_at) -> Message:
         run_owner=runs.manager.channel or "",
         run_lease_expires_at=store.lease_for_new_answer(created_at),
     )
+    # The job first: it reads the history and fits it to the model's context window, and
+    # the answer is stored with what that left out (or not at all, if nothing fits).
     job = runs.build_job(answer)
+    answer.context_omitted_turns = job.context_omitted_turns
+    answer.save(force_insert=True)
     transaction.on_commit(lambda: runs.manager.start(job))
     return answer
 
@@ -142,6 +149,7 @@ def message_regenerate(*, message: Message) -> Message:
     _admit()
     if message.role != Message.Role.ASSISTANT:
         raise NotAnAnswer()
+    budget.ensure_budget_left(user_id=message.conversation.owner_id)
     try:
         with transaction.atomic():
             conversation = message.conversation

@@ -54,6 +54,8 @@ _CHAT_SETTINGS = {
     "CHAT_MODEL": str,
     "CHAT_MAX_TOKENS": int,
     "CHAT_MAX_MESSAGE_CHARS": int,
+    "CHAT_CONTEXT_TOKENS": int,
+    "CHAT_DAILY_TOKEN_BUDGET": int,
     "CHAT_REQUEST_THREADS": int,
     "CHAT_CHECKPOINT_INTERVAL": float,
     "CHAT_FLUSH_SECONDS": float,

@@ -292,3 +292,18 @@ def daphne_demo(start_daphne) -> Server:
 def daphne_anthropic(start_daphne, fake_anthropic) -> Server:
     """daphne serving the site with AnthropicProvider -> real SDK -> fake Anthropic."""
     return start_daphne(**claude_env(fake_anthropic))
+
+
+# A context window that holds two exchanges of about 1,000 estimated tokens each (with a
+# 200-token answer allowance), and a daily budget a few answers spend.
+BOUNDED_ENV = {
+    "CHAT_CONTEXT_TOKENS": "3000",
+    "CHAT_MAX_TOKENS": "200",
+    "CHAT_DAILY_TOKEN_BUDGET": "300",
+}
+
+
+@pytest.fixture(scope="session")
+def daphne_bounded(start_daphne, fake_anthropic) -> Server:
+    """daphne -> fake Anthropic with a small context window and a small daily token budget."""
+    return start_daphne(**claude_env(fake_anthropic, **BOUNDED_ENV))

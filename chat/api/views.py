@@ -37,10 +37,11 @@ class MessageOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
     completed_at = serializers.DateTimeField(read_only=True, allow_null=True)
     reply_to = serializers.UUIDField(source="reply_to_id", read_only=True, allow_null=True)
+    context_omitted_turns = serializers.IntegerField(read_only=True)
 
     def to_representation(self, message: Message) -> dict:
         # What DRF's generic `to_representation` makes of the fields above (a test
-        # holds the two equal), without deep-copying twelve fields per message:
+        # holds the two equal), without deep-copying thirteen fields per message:
         # every send returns two messages, and that copy was most of its rendering.
         return {
             "id": str(message.id),
@@ -55,6 +56,7 @@ class MessageOutputSerializer(serializers.Serializer):
             "created_at": _datetime(message.created_at),
             "completed_at": _datetime(message.completed_at),
             "reply_to": str(message.reply_to_id) if message.reply_to_id else None,
+            "context_omitted_turns": message.context_omitted_turns,
         }
 
 

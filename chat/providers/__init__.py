@@ -14,6 +14,7 @@ from .base import (
     ProviderRequest,
     StreamEnd,
     TextDelta,
+    Usage,
 )
 
 get_provider: Backend[Provider] = Backend("PROVIDER")
@@ -26,5 +27,6 @@ __all__ = [
     "ProviderRequest",
     "StreamEnd",
     "TextDelta",
+    "Usage",
     "get_provider",
 ]

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 import anthropic
 import httpx2  # the SDK's transport layer; its exceptions surface mid-stream
 
-from .base import ProviderError, ProviderRequest, StreamEnd, TextDelta
+from .base import ProviderError, ProviderRequest, StreamEnd, TextDelta, Usage
 
 # Upstream error types (error.type in the body) that a later retry may fix.
 _RETRYABLE_TYPES = {"overloaded_error", "rate_limit_error", "api_error", "timeout_error"}
@@ -75,7 +75,9 @@ class AnthropicProvider:
             )
         return self._client
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+    async def stream(
+        self, request: ProviderRequest
+    ) -> AsyncIterator[TextDelta | Usage | StreamEnd]:
         input_tokens = output_tokens = None
         stop_reason = "end_turn"
         stopped = False
@@ -99,6 +101,7 @@ class AnthropicProvider:
                         usage = event["message"].get("usage") or {}
                         input_tokens = usage.get("input_tokens")
                         output_tokens = usage.get("output_tokens")
+                        yield Usage(input_tokens)
                     elif kind == "message_delta":
                         stop_reason = event["delta"].get("stop_reason") or stop_reason
                         output_tokens = (event.get("usage") or {}).get("output_tokens")

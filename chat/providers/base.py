@@ -1,9 +1,9 @@
 """The provider interface and the small types it speaks.
 
 A provider turns a request into an async stream of `TextDelta`s ending with one
-`StreamEnd`. Providers never leak SDK objects or SDK exceptions: failures are
-raised as `ProviderError` with a stable code, a human message, and whether a
-retry could help.
+`StreamEnd`, with a `Usage` as soon as it knows the input's size (if it can).
+Providers never leak SDK objects or SDK exceptions: failures are raised as
+`ProviderError` with a stable code, a human message, and whether a retry could help.
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """The input tokens the model reported before its answer ended (Claude's stream says
+    so at its start): an answer that is stopped or breaks has no `StreamEnd`, and still
+    counts what it used (see chat/budget.py)."""
+
+    input_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEnd:
     stop_reason: str = "end_turn"
     input_tokens: int | None = None
@@ -53,4 +62,4 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]: ...
+    def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | Usage | StreamEnd]: ...

@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from .base import ProviderRequest, StreamEnd, TextDelta
+from .base import ProviderRequest, StreamEnd, TextDelta, Usage
 
 _ANSWER = """\
 Thanks for trying **chatsite**! I'm the built-in *demo model*: no API key is set, \
@@ -43,9 +43,12 @@ class DemoProvider:
         quoted = " ".join(prompt.split())[:200] or "(nothing)"
         return _ANSWER.format(prompt=quoted)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+    async def stream(
+        self, request: ProviderRequest
+    ) -> AsyncIterator[TextDelta | Usage | StreamEnd]:
         answer = self.answer_for(request)
         output_tokens = 0
+        yield Usage(_count_input(request))
         for token in _TOKEN_RE.findall(answer):
             if output_tokens >= request.max_tokens:
                 yield StreamEnd("max_tokens", _count_input(request), output_tokens)

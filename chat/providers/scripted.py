@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from .base import ProviderError, ProviderRequest, StreamEnd, TextDelta
+from .base import ProviderError, ProviderRequest, StreamEnd, TextDelta, Usage
 
 
 class ScriptedProvider:
@@ -27,8 +27,11 @@ class ScriptedProvider:
         self.stop_reason = stop_reason
         self.requests: list[ProviderRequest] = []
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+    async def stream(
+        self, request: ProviderRequest
+    ) -> AsyncIterator[TextDelta | Usage | StreamEnd]:
         self.requests.append(request)
+        yield Usage(input_tokens=7)
         for text in self.deltas:
             if self.delay:
                 await asyncio.sleep(self.delay)

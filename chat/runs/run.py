@@ -19,7 +19,7 @@ from enum import StrEnum
 from ..events import MessageStarted, RunError, TextAppended, conversation_group, run_error_data
 from ..models import Message
 from ..outbox import Outbox
-from ..providers import ProviderError, StreamEnd, TextDelta, get_provider
+from ..providers import ProviderError, StreamEnd, TextDelta, Usage, get_provider
 from .finish import finish_message
 from .job import RunJob
 
@@ -44,6 +44,7 @@ class Run:
         self.stop_reason: StopReason | None = None
         self.parts: list[str] = []
         self.length = 0
+        self.usage = Usage()  # what the model reported before its end, if anything
         # The manager's checkpoints: the first waits one interval after the start.
         self.checkpointed_at = time.monotonic()
         self.checkpointed_length = 0
@@ -69,6 +70,8 @@ class Run:
                         self._append(item.text)
                     elif isinstance(item, StreamEnd):
                         end = item
+                    elif isinstance(item, Usage):
+                        self.usage = item
         except ProviderError as exc:
             status = Message.Status.INTERRUPTED if self.length else Message.Status.FAILED
             error = {
@@ -111,6 +114,11 @@ class Run:
     async def _finish(
         self, status: str, end: StreamEnd, error: dict | None, *, save: bool = True
     ) -> None:
+        # An answer stopped or broken before its end has no `StreamEnd` usage, but it
+        # still used its input: what the model reported at the start counts.
+        input_tokens = end.input_tokens
+        if input_tokens is None:
+            input_tokens = self.usage.input_tokens
         await finish_message(
             outbox=self.outbox,
             conversation_id=self.job.conversation_id,
@@ -118,7 +126,7 @@ class Run:
             text=self.text(),
             status=status,
             stop_reason=end.stop_reason,
-            input_tokens=end.input_tokens,
+            input_tokens=input_tokens,
             output_tokens=end.output_tokens,
             error=error,
             save=save,

@@ -30,6 +30,7 @@
   const ACTIVE = new Set(["pending", "streaming"]);
   const FINAL = new Set(["complete", "cancelled", "failed", "interrupted"]);
   const RETRYABLE = new Set(["failed", "interrupted"]);
+  const BUDGET_EXHAUSTED = "token_budget_exhausted";
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const NEAR_BOTTOM_PX = 80;
@@ -109,6 +110,8 @@
     follow: true,
     jumping: false,
     regeneratingFor: null, // the user turn a regenerate request is answering
+    paused: false, // today's tokens are spent: sending waits for the budget to renew
+    pauseTimer: null,
     attemptShown: new Map(), // user turn -> id of the attempt the reader chose to see
     dirty: new Set(),
     frame: 0,
@@ -121,10 +124,11 @@
   // ---------------------------------------------------------------- HTTP
 
   class ApiError extends Error {
-    constructor(status, code, message) {
+    constructor(status, code, message, retryAfter = 0) {
       super(message);
       this.status = status;
       this.code = code;
+      this.retryAfter = retryAfter; // seconds, from the Retry-After header (0: none)
     }
   }
 
@@ -166,7 +170,8 @@
         );
         if (details.length) message = `${message} ${details.join("; ")}`;
       }
-      throw new ApiError(response.status, (data && data.code) || "http_error", message);
+      const retryAfter = Number(response.headers.get("Retry-After")) || 0;
+      throw new ApiError(response.status, (data && data.code) || "http_error", message, retryAfter);
     }
     return data;
   }
@@ -307,8 +312,23 @@
     }
     const parts = [bubble.dataset.model || cfg.model].filter(Boolean);
     const { inputTokens, outputTokens } = bubble.dataset;
-    if (inputTokens) parts.push(`${inputTokens} in · ${outputTokens || 0} out`);
+    // A stopped or broken answer knows its input tokens but not its output.
+    if (inputTokens) parts.push(`${inputTokens} in`);
+    if (inputTokens && outputTokens) parts.push(`${outputTokens} out`);
     meta.textContent = parts.join(" · ");
+  }
+
+  // Earlier exchanges left out of what the model was sent (the conversation is longer than
+  // its context window): said above the answer, from the API or the stream's message_start.
+  function setContextNote(bubble, omitted) {
+    const count = Number(omitted) || 0;
+    bubble.dataset.contextOmittedTurns = String(count);
+    const note = bubble.querySelector('[data-testid="context-note"]');
+    const what = count === 1 ? "exchange" : `${count} exchanges`;
+    note.textContent = count
+      ? `Claude was not sent the first ${what} of this conversation: the whole conversation is longer than its context window.`
+      : "";
+    note.hidden = !count;
   }
 
   function setUsage(bubble, inputTokens, outputTokens) {
@@ -327,6 +347,7 @@
     bubble.querySelector(".message__role").textContent = role === "user" ? "You" : "Claude";
     if (role === "user") bodyOf(bubble).classList.remove("markdown");
     setUsage(bubble, message.input_tokens, message.output_tokens);
+    if (role === "assistant") setContextNote(bubble, message.context_omitted_turns);
     setStatus(bubble, message.status || "pending", message.error_message || message.error_code);
     setText(bubble, message.content);
     bubble.serverHtml = message.html ?? null;
@@ -420,7 +441,9 @@
     const group = attemptGroups().get(turnOf(last)) || [last];
     const visible = group.find((b) => !b.hidden) || last;
     const retry = visible === last && RETRYABLE.has(last.dataset.status);
-    control(visible, retry ? "retry" : "regenerate").hidden = false;
+    const button = control(visible, retry ? "retry" : "regenerate");
+    button.hidden = false;
+    button.disabled = state.paused;
   }
 
   // ---------------------------------------------------------------- scrolling
@@ -519,7 +542,7 @@
     // and hand it back to the composer when the answer is done.
     if (busy && hadFocus) state.refocus = true;
     el.input.disabled = busy;
-    el.send.disabled = busy;
+    el.send.disabled = busy || state.paused;
     el.stop.hidden = !active;
     el.stop.disabled = state.cancelling;
     if (active && state.refocus && focusIsLost() && document.activeElement !== el.stop) {
@@ -540,14 +563,36 @@
     renderStatus();
   }
 
-  function showError(message) {
+  function showError(message, kind = "") {
     el.error.textContent = message;
+    el.error.dataset.kind = kind;
     el.error.hidden = false;
   }
 
   function hideError() {
     el.error.textContent = "";
+    el.error.dataset.kind = "";
     el.error.hidden = true;
+  }
+
+  // Today's tokens are spent (429 token_budget_exhausted): say so, and keep Send (and
+  // Regenerate) off until the budget renews — Retry-After is the next UTC midnight — or
+  // the page is reloaded. The draft stays in the composer.
+  function pauseSending(err) {
+    const seconds = err.retryAfter > 0 ? err.retryAfter : 60;
+    const until = new Date(Date.now() + seconds * 1000);
+    const time = until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    state.paused = true;
+    clearTimeout(state.pauseTimer);
+    state.pauseTimer = setTimeout(resumeSending, seconds * 1000);
+    showError(`${err.message} Sending is paused until ${time}.`, "budget");
+    updateUi();
+  }
+
+  function resumeSending() {
+    state.paused = false;
+    if (el.error.dataset.kind === "budget") hideError();
+    updateUi();
   }
 
   function autosize() {
@@ -741,6 +786,7 @@
         // A (re)connection restarts the message: its text follows in full.
         setText(bubble, "");
         setStatus(bubble, message.status || "streaming", "");
+        setContextNote(bubble, message.context_omitted_turns);
         state.spoken.delete(message.id);
       } else {
         bubble = createBubble({ ...message, content: "", reply_to: state.regeneratingFor });
@@ -910,7 +956,7 @@
 
   async function sendMessage() {
     const content = el.input.value;
-    if (!content.trim() || state.sending || activeAssistant()) return;
+    if (!content.trim() || state.sending || state.paused || activeAssistant()) return;
     state.sending = true;
     hideError();
     updateUi();
@@ -941,7 +987,8 @@
       scrollToBottom();
       touchSidebar(content);
     } catch (err) {
-      showError(err.message);
+      if (err.code === BUDGET_EXHAUSTED) pauseSending(err);
+      else showError(err.message);
       if (err.status === 409) syncHistory();
     } finally {
       if (!navigating) {
@@ -973,7 +1020,7 @@
 
   // A new answer to the turn `bubble` answers (Regenerate, or Retry after an error).
   async function regenerate(bubble) {
-    if (state.sending || activeAssistant()) return;
+    if (state.sending || state.paused || activeAssistant()) return;
     const bubbles = allBubbles();
     const latest = bubbles[bubbles.length - 1];
     if (!latest || turnOf(latest) !== turnOf(bubble)) return;
@@ -993,7 +1040,8 @@
       state.follow = true;
       scrollToBottom();
     } catch (err) {
-      showError(err.message);
+      if (err.code === BUDGET_EXHAUSTED) pauseSending(err);
+      else showError(err.message);
       if (err.status === 409) syncHistory();
     } finally {
       state.sending = false;

@@ -14,7 +14,7 @@ import base64
 import pytest
 
 from chat.fake_anthropic import generated_deltas
-from chat.providers import ChatTurn, ProviderError, ProviderRequest, StreamEnd, TextDelta
+from chat.providers import ChatTurn, ProviderError, ProviderRequest, StreamEnd, TextDelta, Usage
 from chat.providers.anthropic import AnthropicProvider, _sse_data
 
 
@@ -34,7 +34,7 @@ def run(url: str, text: str, **options) -> tuple[list[str], StreamEnd | None, Pr
             async for item in provider.stream(request):
                 if isinstance(item, TextDelta):
                     deltas.append(item.text)
-                else:
+                elif isinstance(item, StreamEnd):
                     end = item
         except ProviderError as exc:
             return deltas, end, exc
@@ -96,6 +96,30 @@ def test_upstream_failures_become_provider_errors(
     assert (error.code, error.retryable) == (code, retryable)
     assert deltas == list(generated_deltas(10))[:delivered]
     assert end is None
+
+
+def test_input_usage_is_reported_before_the_text_so_a_broken_stream_still_has_it(
+    fake_anthropic,
+) -> None:
+    """The input tokens of the stream's `message_start` come out as a `Usage` before the
+    first delta: a stream that then breaks has reported what its input cost."""
+
+    async def go():
+        provider = AnthropicProvider(api_key="k", base_url=fake_anthropic.url, max_retries=0)
+        request = ProviderRequest(
+            model="m", messages=[ChatTurn("user", fake(tokens=10, tps=0, error_after=2))]
+        )
+        items = []
+        with pytest.raises(ProviderError):
+            async for item in provider.stream(request):
+                items.append(item)
+        await provider.aclose()
+        return items
+
+    items = asyncio.run(go())
+    assert isinstance(items[0], Usage)
+    assert items[0].input_tokens > 0
+    assert [type(i) for i in items[1:]] == [TextDelta, TextDelta]
 
 
 def test_a_stall_mid_stream_is_upstream_stalled(fake_anthropic) -> None:

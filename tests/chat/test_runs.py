@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -109,6 +110,37 @@ def test_upstream_error_after_text_is_interrupted_and_keeps_text(script, sent, c
     assert message.content == "Partial answer"
     assert message.error_code == "upstream_disconnected"
     assert message.stop_reason == ""
+
+
+def test_a_broken_answer_keeps_the_input_tokens_the_model_reported(script, sent, conversation):
+    """The model reports the input's size when its stream starts: an answer that breaks
+    before its end stores that (it counts against the daily budget), and no output count."""
+    script(["Partial"], fail_with=ProviderError("upstream_disconnected", "Dropped", True))
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.status == Message.Status.INTERRUPTED
+    assert (message.input_tokens, message.output_tokens) == (7, None)
+
+
+def test_a_stopped_answer_keeps_the_input_tokens_the_model_reported(script, sent, conversation):
+    """Stopped mid-answer, the answer still says what its input cost."""
+    script(["word "] * 200, delay=0.01)
+    message_id = str(sent.assistant_message.pk)
+
+    async def go():
+        queue = await fanout.subscribe(events.conversation_group(conversation.pk))
+        task = await runs.manager.astart(jobs[message_id])
+        while not any(type(event) is TextAppended for event in await queue.get()):
+            pass  # the answer has started: its text is arriving
+        runs.manager.stop_local(message_id)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async_to_sync(go)()
+    message = Message.objects.get(pk=message_id)
+    assert message.status == Message.Status.CANCELLED
+    assert message.content.startswith("word ")
+    assert (message.input_tokens, message.output_tokens) == (7, None)
 
 
 def test_a_bug_in_the_provider_still_ends_the_message(script, sent, conversation):
