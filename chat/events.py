@@ -105,8 +105,22 @@ def message_end_data(
     }
 
 
-def error_data(*, message_id: str, code: str, message: str, retryable: bool) -> dict:
+def error_data(*, message_id: str | None, code: str, message: str, retryable: bool) -> dict:
     return {"message_id": message_id, "code": code, "message": message, "retryable": retryable}
+
+
+# The stream's own last event when its user's access ended (deactivated, password
+# changed, deleted): an `error` about no message, after which the stream ends.
+AUTH_REVOKED = "auth_revoked"
+
+
+def auth_revoked_data() -> dict:
+    return error_data(
+        message_id=None,
+        code=AUTH_REVOKED,
+        message="Your access has ended; sign in again.",
+        retryable=False,
+    )
 
 
 def run_error_data(*, message_id: str, code: RunError) -> dict:

@@ -19,7 +19,9 @@ them as usual. With the in-memory layer the process is the whole site, and a
 batch goes straight to the local queues.
 
 The same channel is the process's control address: other processes send
-control messages (`run.stop`) to it, and run leases name it.
+control messages (`run.stop`) to it, and run leases name it. It is also in one
+group every process joins, so a control message can reach them all at once
+(`broadcast`: "re-check user X's streams", see chat/access.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
@@ -47,12 +50,15 @@ _LEAVE_AFTER_SECONDS = 30.0
 # Re-join watched groups well before channels_redis's group expiry (a day).
 _REJOIN_EVERY_SECONDS = 3600.0
 _EVENTS = "chat.events"
+# Every process's channel is in this group: `broadcast` reaches them all.
+_PROCESSES = "chat.processes"
 
 
 class Fanout:
     def __init__(self) -> None:
-        self._control_handler: Callable[[dict], None] | None = None
+        self._control_handlers: dict[str, Callable[[dict], None]] = {}
         self._redis: RedisBackend | None = None
+        self._held: set[asyncio.Task] = set()
         self._reset(None)
 
     def _reset(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -65,9 +71,9 @@ class Fanout:
         self._task: asyncio.Task | None = None
         self._redis = None
 
-    def on_control(self, handler: Callable[[dict], None]) -> None:
-        """Register the one receiver of control messages sent to this process."""
-        self._control_handler = handler
+    def on_control(self, kind: str, handler: Callable[[dict], None]) -> None:
+        """Register the one receiver of control messages of type `kind` sent to this process."""
+        self._control_handlers[kind] = handler
 
     @property
     def in_process(self) -> bool:
@@ -123,6 +129,44 @@ class Fanout:
         """Send a control message to one process's channel (its run leases name it)."""
         await self._layer_call(get_channel_layer().send(channel, message))
 
+    async def broadcast(self, message: dict) -> None:
+        """Send a control message to every process of the site, this one included."""
+        if self.in_process:
+            self._dispatch(message)
+            return
+        await self._layer_call(get_channel_layer().group_send(_PROCESSES, message))
+
+    def broadcast_soon(self, message: dict) -> None:
+        """`broadcast` from sync code on any thread (a request's, the admin's, a command's).
+
+        In a server the message is handed to its loop without waiting: a request that
+        changed a user need not wait for Redis. Without a server loop (a management
+        command, a shell) this process has no streams; on a Redis site the message is
+        published before this returns, and with the in-memory layer there is no other
+        process to tell.
+        """
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._broadcast_in_background, message)
+        elif not self.in_process:
+            try:
+                async_to_sync(self.broadcast)(message)
+            except (BackendUnavailable, RuntimeError) as exc:
+                # RuntimeError: called from inside a foreign event loop. Either way each
+                # process's periodic check (chat/access.py) still finds the change.
+                logger.warning("broadcast of %s failed: %r", message.get("type"), exc)
+
+    def _broadcast_in_background(self, message: dict) -> None:
+        async def send() -> None:
+            try:
+                await self.broadcast(message)
+            except BackendUnavailable as exc:
+                logger.warning("broadcast of %s failed: %r", message.get("type"), exc)
+
+        task = asyncio.ensure_future(send())
+        self._held.add(task)  # a task nobody holds may be dropped by the loop
+        task.add_done_callback(self._held.discard)
+
     def unsubscribe(self, group: str, queue: asyncio.Queue) -> None:
         queues = self._queues.get(group)
         if queues is None:
@@ -175,6 +219,8 @@ class Fanout:
         while True:
             try:
                 self.channel = await layer.new_channel()
+                if not self.in_process:
+                    await layer.group_add(_PROCESSES, self.channel)
                 if not self._ready.done():
                     self._ready.set_result(self.channel)
                 rejoin_at = loop.time() + _REJOIN_EVERY_SECONDS
@@ -182,7 +228,7 @@ class Fanout:
                     self._dispatch(await layer.receive(self.channel))
                     if loop.time() > rejoin_at:
                         rejoin_at = loop.time() + _REJOIN_EVERY_SECONDS
-                        for group in list(self._joined):
+                        for group in [_PROCESSES, *self._joined]:
                             await layer.group_add(group, self.channel)
             except asyncio.CancelledError:
                 raise
@@ -196,10 +242,11 @@ class Fanout:
                 await asyncio.sleep(1.0)
 
     def _dispatch(self, message: dict) -> None:
-        if message.get("type") == _EVENTS:
+        kind = message.get("type")
+        if kind == _EVENTS:
             self.deliver_local(message["group"], [from_wire(e) for e in message["events"]])
-        elif self._control_handler is not None:
-            self._control_handler(message)
+        elif (handler := self._control_handlers.get(kind)) is not None:
+            handler(message)
 
     def deliver_local(self, group: str, events: list[StreamEvent]) -> None:
         for queue in self._queues.get(group, ()):

@@ -6,6 +6,9 @@ before the response starts — 401 token, 404 conversation, 400 resume position,
 rather than a 200 with an error inside. The view subscribes to the
 conversation's channel-layer group *before* anything is read, then the stream
 catches up from stored state; the relay drops what arrives twice.
+
+A stream ends with `error` `auth_revoked` when its user's access ends while it is
+open (deactivation, a password change: chat/access.py).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from django.contrib.auth import get_user_model
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
 from . import events, sse
+from .access import REVOKED, credentials, stream_access
 from .conf import chat_settings
 from .errors import BackendUnavailable, ChatError, StreamAuthFailed, TooManyStreams, Unavailable
 from .events import ResumePosition
@@ -29,7 +33,7 @@ from .relay import ConversationRelay
 from .replay import get_replay_buffer
 from .runs import manager
 from .selectors import aconversation_get_for_user
-from .tokens import StreamToken, TokenError
+from .tokens import AuthenticationFailed, StreamToken, TokenError, user_for_token
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ async def conversation_stream(request: HttpRequest, conversation_id) -> Streamin
         user = await _stream_user(request, str(conversation_id))
         conversation = await aconversation_get_for_user(user=user, conversation_id=conversation_id)
         resume = _resume_position(request)
-        subscription = await _Subscription.open(str(conversation.pk), str(user.pk))
+        subscription = await _Subscription.open(str(conversation.pk), user)
     except ChatError as exc:
         return JsonResponse(exc.body, status=exc.status_code, headers=exc.headers)
 
@@ -56,7 +60,10 @@ async def conversation_stream(request: HttpRequest, conversation_id) -> Streamin
 
 
 async def _stream_user(request: HttpRequest, conversation_id: str):
-    """The user a stream token names (if one is given), else the session's user."""
+    """The user a stream token names (if one is given), else the session's user.
+
+    Either way an inactive user, or one whose password changed since the token (or the
+    session) was made, is refused: simplejwt's checks, and Django's session hash."""
     raw = request.GET.get("token")
     if raw is None:
         user = await request.auser()
@@ -69,10 +76,11 @@ async def _stream_user(request: HttpRequest, conversation_id: str):
         raise StreamAuthFailed() from None
     if token.conversation_id != conversation_id:
         raise StreamAuthFailed("This stream token is for another conversation.")
-    user = await get_user_model().objects.filter(pk=token.user_id, is_active=True).afirst()
-    if user is None:
-        raise StreamAuthFailed()
-    return user
+    try:
+        # The ORM is sync: one hop to the request's thread, as `afirst()` would make.
+        return await sync_to_async(user_for_token)(token)
+    except AuthenticationFailed:
+        raise StreamAuthFailed("This stream token's user may no longer sign in.") from None
 
 
 def _resume_position(request: HttpRequest) -> ResumePosition | None:
@@ -83,7 +91,8 @@ def _resume_position(request: HttpRequest) -> ResumePosition | None:
 
 
 class _Subscription:
-    """A stream slot for the user and a queue of the conversation's live events."""
+    """A stream slot for the user and a queue of the conversation's live events, watched
+    for the end of the user's access."""
 
     def __init__(self, conversation_id: str, user_id: str) -> None:
         self.conversation_id = conversation_id
@@ -93,7 +102,8 @@ class _Subscription:
         self.queue: asyncio.Queue | None = None
 
     @classmethod
-    async def open(cls, conversation_id: str, user_id: str) -> _Subscription:
+    async def open(cls, conversation_id: str, user) -> _Subscription:
+        user_id = str(user.pk)
         sub = cls(conversation_id, user_id)
         slots = get_stream_slots()
         try:
@@ -105,9 +115,11 @@ class _Subscription:
             with contextlib.suppress(BackendUnavailable):
                 await slots.release(user_id, sub.id)
             raise Unavailable("Live updates are unavailable; retrying shortly.") from exc
+        stream_access.watch(user_id, credentials(user), sub.queue)
         return sub
 
     async def close(self) -> None:
+        stream_access.forget(self.user_id, self.queue)
         fanout.unsubscribe(self.group, self.queue)
         with contextlib.suppress(BackendUnavailable):
             await get_stream_slots().release(self.user_id, self.id)
@@ -158,6 +170,10 @@ async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> As
             # loop goes out in the same write: under load, fewer, larger writes.
             while not queue.empty():
                 batch.append(queue.get_nowait())
+            if REVOKED in batch:
+                # The user's access ended: nothing more is sent, whatever was queued.
+                yield sse.event("error", events.auth_revoked_data())
+                return
             closed = CLOSED in batch
             if closed:
                 batch = batch[: batch.index(CLOSED)]

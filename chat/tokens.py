@@ -5,12 +5,19 @@ the stream URL. That token is a simplejwt token of its own type (`sse`): it
 opens one conversation's stream for a few minutes and nothing else.
 `JWTAuthentication` only accepts `access` tokens, so it is useless against the
 API, and an access token fails `StreamToken`'s type check.
+
+A stream token names its user the way an access token does, and is checked the
+same way (`user_for_token`, which is `JWTAuthentication.get_user`): the user must
+exist and be active, and with `CHECK_REVOKE_TOKEN` still have the password the
+token was minted under, so a deactivation or a password change refuses it.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token, TokenError
 
@@ -42,4 +49,15 @@ class StreamToken(Token):
         return self.payload.get(CONVERSATION_CLAIM)
 
 
-__all__ = ["CONVERSATION_CLAIM", "StreamToken", "TokenError"]
+def user_for_token(token: Token):
+    """The user `token` names, by the API's own rules (raises `AuthenticationFailed`)."""
+    return JWTAuthentication().get_user(token)
+
+
+__all__ = [
+    "CONVERSATION_CLAIM",
+    "AuthenticationFailed",
+    "StreamToken",
+    "TokenError",
+    "user_for_token",
+]

@@ -289,6 +289,13 @@ def daphne_demo(start_daphne) -> Server:
 
 
 @pytest.fixture(scope="session")
+def daphne_quick_heartbeat(start_daphne, fake_anthropic) -> Server:
+    """daphne -> fake Anthropic (in-memory layer) whose heartbeats, and with them its check
+    of open streams' users (chat/access.py), come every second."""
+    return start_daphne(**claude_env(fake_anthropic, CHAT_SSE_HEARTBEAT_SECONDS="1"))
+
+
+@pytest.fixture(scope="session")
 def daphne_anthropic(start_daphne, fake_anthropic) -> Server:
     """daphne serving the site with AnthropicProvider -> real SDK -> fake Anthropic."""
     return start_daphne(**claude_env(fake_anthropic))

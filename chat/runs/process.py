@@ -67,7 +67,7 @@ class RunManager:
         # the number of runs it may have at once (see `_adjust_run_limit`).
         self.cpu_busy = 0.0
         self.run_limit = chat_settings.ADMISSION_INITIAL_RUNS
-        transport.on_control(self._on_control)
+        transport.on_control(_STOP, self._on_control)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -186,8 +186,7 @@ class RunManager:
         async_to_sync(self.astop)(message_id, owner, reason)
 
     def _on_control(self, message: dict) -> None:
-        if message.get("type") == _STOP:
-            self.stop_local(message["message_id"], StopReason(message.get("reason", "user")))
+        self.stop_local(message["message_id"], StopReason(message.get("reason", "user")))
 
     def conversation_deleted(self, conversation_id: str, active: list[tuple[str, str]]) -> None:
         """After a conversation's deletion commits: stop its run (given as (id, owner)

@@ -32,6 +32,9 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "rest_framework_simplejwt",
+    # Refresh tokens are recorded when issued and blacklisted when rotated, so a used
+    # one is refused (its tables need `manage.py flushexpiredtokens` now and then).
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our static files, no CDN
     "csp",
@@ -243,6 +246,15 @@ REST_FRAMEWORK = {
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
+    # A refresh returns a new refresh token and blacklists the one it used: a stolen
+    # refresh token is good for one use at most, and a reused one gets 401.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    # Every token (access, refresh, stream) carries a fingerprint of the user's password
+    # hash, checked on use: a password change refuses every token made before it.
+    "CHECK_REVOKE_TOKEN": True,
+    # simplejwt 5.5's refresh does not check that fingerprint (nor a deleted user).
+    "TOKEN_REFRESH_SERIALIZER": "chat.api.auth.TokenRefreshSerializer",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",

@@ -62,6 +62,7 @@
     regenerateUrlTemplate: root.dataset.regenerateUrlTemplate,
     conversationUrlTemplate: root.dataset.conversationUrlTemplate,
     homeUrl: root.dataset.homeUrl,
+    loginUrl: root.dataset.loginUrl,
     placeholderId: root.dataset.placeholderId,
   };
 
@@ -865,6 +866,18 @@
     }
   }
 
+  // Our access ended (the account was deactivated, its password changed, or we were signed
+  // out): reconnecting cannot succeed, so sign in again and come back here. If the session
+  // is still good (the password was changed in this very session), the login page sends us
+  // straight back.
+  function goToLogin() {
+    state.leaving = true;
+    clearTimeout(state.retryTimer);
+    closeSource();
+    const next = window.location.pathname + window.location.search;
+    window.location.assign(`${cfg.loginUrl}?next=${encodeURIComponent(next)}`);
+  }
+
   async function connect() {
     clearTimeout(state.retryTimer);
     closeSource();
@@ -879,7 +892,7 @@
     } catch (err) {
       if (state.leaving || generation !== state.generation) return;
       if (err.status === 401 || err.status === 403) {
-        setConn("error", "Signed out. Reload the page to sign in again.");
+        goToLogin();
       } else if (err.status === 404) {
         setConn("error", "This conversation no longer exists.");
       } else {
@@ -928,8 +941,14 @@
     source.addEventListener("error", (event) => {
       if (source !== state.source) return;
       if (typeof event.data === "string") {
+        const data = parse(event);
+        // The stream's last event: the server refuses this user's streams from now on.
+        if (data && data.code === "auth_revoked") {
+          goToLogin();
+          return;
+        }
         if (event.lastEventId) state.lastEventId = event.lastEventId;
-        onErrorEvent(parse(event));
+        onErrorEvent(data);
         updateUi();
         return;
       }

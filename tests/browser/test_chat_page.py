@@ -9,10 +9,12 @@ for the README screenshots, from the offline demo model at a readable pace.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 from playwright.sync_api import expect
 
@@ -120,6 +122,53 @@ def test_reconnect_after_the_stream_token_expired_resumes_without_gap_or_repeat(
         "the answer did not keep streaming after the reconnection"
     )
     assert any(s["stream"] == "reconnecting" for s in samples), "never showed reconnecting"
+    wait_until_idle(page)
+
+
+def test_a_deactivated_users_page_goes_to_the_login_page(
+    open_context, daphne_quick_heartbeat, django_user_model, user, password
+):
+    """The user is deactivated while their conversation page is open (by an `update()`, which
+    the server's per-heartbeat check finds; heartbeats are 1 s apart here): the stream ends
+    with `auth_revoked` and the page goes to the login page, to come back to the
+    conversation, instead of reconnecting."""
+    page = log_in(open_context(), daphne_quick_heartbeat, user, password)
+    streams: list[int] = []
+    page.on(
+        "response",
+        lambda r: streams.append(r.status) if "/stream/conversations/" in r.url else None,
+    )
+    conversation_id = new_conversation(page)
+
+    django_user_model.objects.filter(pk=user.pk).update(is_active=False)
+
+    page.wait_for_url(
+        f"{daphne_quick_heartbeat.url}/accounts/login/?next=%2Fc%2F{conversation_id}%2F",
+        timeout=15_000,
+    )
+    expect(page.get_by_test_id("login-form")).to_be_visible()
+    page.wait_for_timeout(2_000)  # any reconnect attempt would have been made by now
+    assert streams == [200], f"the page tried to reconnect: {streams}"
+
+
+def test_after_a_password_change_the_page_signs_in_again_and_comes_back(
+    open_context, daphne_quick_heartbeat, django_user_model, user, password
+):
+    """The user's password changes while their conversation page is open: the page goes to
+    the login page; signing in with the new password brings it back to the conversation,
+    whose stream opens again."""
+    new_password = "a-brand-new-passphrase-7"
+    page = log_in(open_context(), daphne_quick_heartbeat, user, password)
+    conversation_id = new_conversation(page)
+
+    django_user_model.objects.filter(pk=user.pk).update(password=make_password(new_password))
+
+    page.wait_for_url(re.compile(r"/accounts/login/\?next="), timeout=15_000)
+    form = page.get_by_test_id("login-form")
+    form.locator("input[name=username]").fill(user.username)
+    form.locator("input[name=password]").fill(new_password)
+    page.get_by_test_id("login-submit").click()
+    page.wait_for_url(f"{daphne_quick_heartbeat.url}/c/{conversation_id}/")
     wait_until_idle(page)
 
 

@@ -852,6 +852,59 @@ def test_access_token_of_inactive_user_is_401(user):
     assert_error(bearer_client(token).get(LIST_URL), 401)
 
 
+def test_access_token_made_before_a_password_change_is_401(user):
+    """An access token stops working once its user's password changes (`password_changed`);
+    one obtained with the new password works."""
+    token = obtain_pair(user.username, PASSWORD).json()["access"]
+    user.set_password("a-brand-new-passphrase-7")
+    user.save()
+    assert_error(bearer_client(token).get(LIST_URL), 401, "password_changed")
+    fresh = obtain_pair(user.username, "a-brand-new-passphrase-7").json()["access"]
+    assert bearer_client(fresh).get(LIST_URL).status_code == 200
+
+
+def refresh(token: str):
+    return APIClient().post("/api/v1/auth/token/refresh/", {"refresh": token}, format="json")
+
+
+def test_refresh_rotates_and_the_used_refresh_token_is_refused(user):
+    """A refresh returns a new refresh token too; the one it used is blacklisted, so a second
+    use of it is a JSON 401, while the new one refreshes."""
+    first = obtain_pair(user.username, PASSWORD).json()["refresh"]
+    response = refresh(first)
+    assert response.status_code == 200
+    second = response.json()["refresh"]
+    assert RefreshToken(second)["jti"] != RefreshToken(first, verify=False)["jti"]
+    body = assert_error(refresh(first), 401, "token_not_valid")
+    assert "blacklisted" in body["message"]
+    assert refresh(second).status_code == 200
+
+
+def test_refresh_token_made_before_a_password_change_is_401_and_stays_refused(user):
+    """A refresh token made before a password change gets 401 `password_changed`, not an
+    access token the API would refuse; it is blacklisted, so it stays refused."""
+    token = obtain_pair(user.username, PASSWORD).json()["refresh"]
+    user.set_password("a-brand-new-passphrase-7")
+    user.save()
+    assert_error(refresh(token), 401, "password_changed")
+    assert_error(refresh(token), 401, "token_not_valid")
+
+
+def test_refresh_token_of_an_inactive_user_is_401(user):
+    """A deactivated user's refresh token gets 401 `no_active_account`."""
+    token = obtain_pair(user.username, PASSWORD).json()["refresh"]
+    user.is_active = False
+    user.save()
+    assert_error(refresh(token), 401, "no_active_account")
+
+
+def test_refresh_token_of_a_deleted_user_is_401(user):
+    """A deleted user's refresh token gets a JSON 401, not a server error."""
+    token = obtain_pair(user.username, PASSWORD).json()["refresh"]
+    user.delete()
+    assert_error(refresh(token), 401, "no_active_account")
+
+
 @pytest.mark.parametrize(
     ("path", "client_for"),
     [

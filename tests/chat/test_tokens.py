@@ -194,6 +194,24 @@ def test_token_of_an_inactive_user_is_401(client, user, conversation):
     assert_error(open_stream(client, conversation.pk, token), 401, "stream_token_invalid")
 
 
+def test_token_made_before_a_password_change_is_401(client, user, conversation):
+    """A stream token stops working once its user's password changes; one minted after
+    the change works."""
+    token = stream_token(user, conversation)
+    user.set_password("a-brand-new-passphrase-7")
+    user.save()
+    assert_error(open_stream(client, conversation.pk, token), 401, "stream_token_invalid")
+    assert_stream_opens(open_stream(client, conversation.pk, stream_token(user, conversation)))
+
+
+def test_session_from_before_a_password_change_opens_no_stream(client, user, conversation):
+    """A session made before the user's password changed no longer opens a stream."""
+    client.force_login(user)
+    user.set_password("a-brand-new-passphrase-7")
+    user.save()
+    assert_error(open_stream(client, conversation.pk), 401, "stream_token_invalid")
+
+
 def test_bad_token_is_refused_despite_a_session(client, user, conversation):
     """A token that is given must be valid: the session does not rescue a bad token."""
     client.force_login(user)

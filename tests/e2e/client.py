@@ -90,14 +90,16 @@ class ChatApi:
         last_event_id: str | None = None,
         timeout: float = 20.0,
         resume_via: str = "header",
+        url: str | None = None,
     ) -> Iterator[OpenStream]:
-        """Mint a stream token and open the conversation stream, as the chat page does.
+        """Mint a stream token and open the conversation stream, as the chat page does
+        (or open the stream `url` a mint returned earlier).
 
         `last_event_id` is sent as the `Last-Event-ID` header (what EventSource does on
         its own reconnects) or, with `resume_via="query"`, as the `last_event_id` query
         parameter (what a page reload does).
         """
-        url = self.stream_url(conversation_id)
+        url = url or self.stream_url(conversation_id)
         headers = {}
         if last_event_id:
             if resume_via == "header":
