@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import selectors, services
+from chat.api.schema import error_responses
 from chat.api.throttling import SendRateThrottle
 from chat.conf import chat_settings
+from chat.errors import ContentTooLong, MessageFinished, NotAnAnswer, NotLatestAnswer, RunActive
 from chat.models import Conversation, Message
 
 
@@ -73,6 +75,11 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class MessageContentField(StrictCharField):
+    """A message's text. Its length limit is checked by the service (413), not here (400);
+    the schema declares it (chat/api/schema.py)."""
+
+
 class ConversationInputSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     system_prompt = StrictCharField(
@@ -84,6 +91,8 @@ class ConversationInputSerializer(serializers.Serializer):
 class ConversationListCreateApi(APIView):
     class Pagination(PageNumberPagination):
         page_size = 50
+
+    pagination_class = Pagination  # the schema's page envelope (drf-spectacular reads it)
 
     @extend_schema(responses=ConversationOutputSerializer(many=True))
     def get(self, request):
@@ -138,15 +147,18 @@ class MessageListCreateApi(APIView):
     class Pagination(PageNumberPagination):
         page_size = 100
 
+    pagination_class = Pagination  # the schema's page envelope (drf-spectacular reads it)
+
+    @extend_schema_serializer(component_name="MessageSendInput")
     class InputSerializer(serializers.Serializer):
-        # The length limit is checked by the service (413), not here (400).
-        content = StrictCharField(trim_whitespace=False)
+        content = MessageContentField(trim_whitespace=False)
 
         def validate_content(self, value: str) -> str:
             if not value.strip():
                 raise serializers.ValidationError("This field may not be blank.", code="blank")
             return value
 
+    @extend_schema_serializer(component_name="MessageSendOutput")
     class OutputSerializer(serializers.Serializer):
         user_message = MessageOutputSerializer()
         assistant_message = MessageOutputSerializer()
@@ -168,7 +180,10 @@ class MessageListCreateApi(APIView):
         )
         return paginator.get_paginated_response(MessageOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer, **error_responses(RunActive, ContentTooLong)},
+    )
     def post(self, request, conversation_id):
         conversation = selectors.conversation_get_for_user(
             user=request.user, conversation_id=conversation_id
@@ -216,7 +231,12 @@ class MessageCancelApi(APIView):
     WAIT_SECONDS = 2.0
 
     @extend_schema(
-        request=None, responses={200: MessageOutputSerializer, 202: MessageOutputSerializer}
+        request=None,
+        responses={
+            200: MessageOutputSerializer,
+            202: MessageOutputSerializer,
+            **error_responses(NotAnAnswer, MessageFinished),
+        },
     )
     def post(self, request, message_id):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
@@ -230,7 +250,13 @@ class MessageRegenerateApi(APIView):
     throttle_scope = "message_send"
     throttle_classes = [SendRateThrottle]
 
-    @extend_schema(request=None, responses={201: MessageOutputSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            201: MessageOutputSerializer,
+            **error_responses(NotAnAnswer, RunActive, NotLatestAnswer),
+        },
+    )
     def post(self, request, message_id):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
         answer = services.message_regenerate(message=message)
