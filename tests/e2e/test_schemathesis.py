@@ -141,7 +141,7 @@ def _is_uuid(value) -> bool:
 
 
 @schema.parametrize()
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_api_conforms_to_its_schema(case, users, server):
     """Every response passes Schemathesis's checks; Mallory's objects are 404 for Alice."""
     ids = case.path_parameters or {}
