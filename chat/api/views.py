@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import selectors, services
 from chat.api.pagination import ConversationPagination, MessageCursorPagination, MessageOrdering
+from chat.api.schema import error_responses
 from chat.api.throttling import SendRateThrottle
 from chat.conf import chat_settings
+from chat.errors import (
+    ContentTooLong,
+    ContextTooLong,
+    MessageFinished,
+    NotAnAnswer,
+    NotLatestAnswer,
+    RunActive,
+    TokenBudgetExhausted,
+)
 from chat.models import Conversation, Message
 from chat.text import is_blank
 
@@ -93,6 +103,11 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class MessageContentField(StrictCharField):
+    """A message's text. Its length limit is checked by the service (413), not here (400);
+    the schema declares it (chat/api/schema.py)."""
+
+
 class ConversationInputSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     system_prompt = StrictCharField(
@@ -161,9 +176,9 @@ class MessageListCreateApi(generics.ListAPIView):
     pagination_class = MessageCursorPagination
     filter_backends = [MessageOrdering]
 
+    @extend_schema_serializer(component_name="MessageSendInput")
     class InputSerializer(serializers.Serializer):
-        # The length limit is checked by the service (413), not here (400).
-        content = StrictCharField(trim_whitespace=False)
+        content = MessageContentField(trim_whitespace=False)
 
         def validate_content(self, value: str) -> str:
             # Blank includes invisible characters only (zero-width spaces, fillers...).
@@ -171,6 +186,7 @@ class MessageListCreateApi(generics.ListAPIView):
                 raise serializers.ValidationError("This field may not be blank.", code="blank")
             return value
 
+    @extend_schema_serializer(component_name="MessageSendOutput")
     class OutputSerializer(serializers.Serializer):
         user_message = MessageOutputSerializer()
         assistant_message = MessageOutputSerializer()
@@ -197,7 +213,13 @@ class MessageListCreateApi(generics.ListAPIView):
         services.messages_html_fill(messages=page)
         return page
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            **error_responses(RunActive, ContentTooLong, ContextTooLong, TokenBudgetExhausted),
+        },
+    )
     def post(self, request, conversation_id):
         conversation = selectors.conversation_get_for_user(
             user=request.user, conversation_id=conversation_id
@@ -245,7 +267,12 @@ class MessageCancelApi(APIView):
     WAIT_SECONDS = 2.0
 
     @extend_schema(
-        request=None, responses={200: MessageOutputSerializer, 202: MessageOutputSerializer}
+        request=None,
+        responses={
+            200: MessageOutputSerializer,
+            202: MessageOutputSerializer,
+            **error_responses(NotAnAnswer, MessageFinished),
+        },
     )
     def post(self, request, message_id):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
@@ -259,7 +286,15 @@ class MessageRegenerateApi(APIView):
     throttle_scope = "message_send"
     throttle_classes = [SendRateThrottle]
 
-    @extend_schema(request=None, responses={201: MessageOutputSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            201: MessageOutputSerializer,
+            **error_responses(
+                NotAnAnswer, RunActive, NotLatestAnswer, ContextTooLong, TokenBudgetExhausted
+            ),
+        },
+    )
     def post(self, request, message_id):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
         answer = services.message_regenerate(message=message)

@@ -1,0 +1,200 @@
+"""The OpenAPI schema says everything the API answers, errors included.
+
+Every error has the one body of `chat/api/errors.py`, the `Error` component. Each operation
+documents the statuses it can answer with: those that follow from the view are added here
+(credentials, CSRF, ids in the path, pages, a request body, throttling, admission), and
+views name the errors their services raise with `error_responses(...)` beside their success
+responses. drf-standardized-errors does the same with its own body, which is not ours.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections import defaultdict
+
+import uritemplate
+from drf_spectacular import openapi
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+
+from chat.conf import chat_settings
+from chat.errors import ChatError
+from chat.text import is_blank
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField(
+        help_text="What went wrong, for programs: `invalid`, `not_found`, `run_active`, …"
+    )
+    message = serializers.CharField(help_text="What went wrong, for people.")
+    errors = serializers.DictField(
+        required=False, help_text="400 `invalid` only: the messages for each field."
+    )
+    error_codes = serializers.DictField(
+        required=False, help_text="400 `invalid` only: the codes for each field."
+    )
+    retry_after = serializers.IntegerField(
+        required=False, help_text="429 `throttled` only: seconds to wait (as `Retry-After`)."
+    )
+
+
+def error_responses(*errors: type[ChatError]) -> dict[int, OpenApiResponse]:
+    """The responses for the errors a view's services raise, by status:
+    `extend_schema(responses={201: Out, **error_responses(RunActive, ContentTooLong)})`."""
+    reasons: dict[int, list[str]] = defaultdict(list)
+    for error in errors:
+        reasons[error.status_code].append(_reason(error.default_code, error.default_detail))
+    return {
+        status: OpenApiResponse(ErrorSerializer, description="\n".join(lines))
+        for status, lines in reasons.items()
+    }
+
+
+def _reason(code: str, detail: str) -> str:
+    return f"- `{code}`: {detail}"
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "integer"},
+        "description": "Seconds to wait before trying again.",
+    }
+}
+_HEADERS = {
+    "401": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    "429": _RETRY_AFTER,
+    "503": _RETRY_AFTER,
+}
+
+
+class AutoSchema(openapi.AutoSchema):
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        for status, reasons in self._error_reasons().items():
+            key = str(status)
+            if key not in responses:
+                responses[key] = self._get_response_for_code(
+                    ErrorSerializer, key, direction=direction
+                )
+            described = responses[key].get("description")
+            responses[key]["description"] = "\n".join(filter(None, [described, *reasons]))
+        for key, headers in _HEADERS.items():
+            if key in responses:
+                responses[key].setdefault("headers", {}).update(headers)
+        return dict(sorted(responses.items()))
+
+    def _error_reasons(self) -> dict[int, list[str]]:
+        """The errors that follow from how the view is set up, not from what it does."""
+        reasons: dict[int, list[str]] = defaultdict(list)
+        view = self.view
+        has_body = (
+            self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
+        )
+        if has_body:
+            reasons[400].append(_reason("invalid", "The body is not valid; see `errors`."))
+            reasons[400].append(_reason("parse_error", "The body is not valid JSON."))
+        reasons[401].append(
+            "- `not_authenticated`, `authentication_failed`, `token_not_valid`, "
+            "`no_active_account`: the credentials are missing or not valid."
+        )
+        if self.method not in ("GET", "HEAD", "OPTIONS") and any(
+            isinstance(authenticator, SessionAuthentication)
+            for authenticator in view.get_authenticators()
+        ):
+            reasons[403].append(
+                _reason("permission_denied", "CSRF check failed (session authentication only).")
+            )
+        paginator = self._get_paginator() if self._is_list_view() else None
+        if uritemplate.variables(self.path):
+            reasons[404].append(_reason("not_found", "No such object, or it is not yours."))
+        elif paginator:
+            reasons[404].append(_reason("not_found", "No such page."))
+        if getattr(paginator, "cursor_query_param", None):
+            reasons[404].append(_reason("invalid_cursor", "The cursor is not one this API made."))
+        if self.method == "GET" and (
+            getattr(paginator, "page_size_query_param", None)
+            or getattr(view, "filter_backends", ())
+        ):
+            # The message list's cursor pages refuse a `page_size` out of range and an
+            # unknown `ordering` (chat/api/pagination.py) rather than ignoring them.
+            reasons[400].append(_reason("invalid", "A query parameter is not valid; see `errors`."))
+        if has_body:
+            reasons[413].append("- The body is larger than the server accepts.")
+            reasons[415].append(_reason("unsupported_media_type", "Send `application/json`."))
+        if view.get_throttles():
+            reasons[429].append(
+                _reason("throttled", "Too many requests; wait `retry_after` seconds.")
+            )
+        if self.method == "POST" and getattr(view, "starts_a_run", False):
+            # Admission: chatsite/handlers.py refuses these POSTs at capacity, as does
+            # `_admit` in chat/services.py (which also refuses while shutting down).
+            reasons[503].append(
+                "- `overloaded`, `unavailable`: this server cannot start another answer "
+                "now (at its run limit, or shutting down); try again after `Retry-After`."
+            )
+        return reasons
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if (
+            direction == "request"
+            and isinstance(field, serializers.CharField)
+            and not field.read_only
+            and schema.get("type") == "string"
+            and not schema.keys() & {"format", "pattern", "enum"}
+        ):
+            # With blank allowed, drf-spectacular adds "or empty" to a pattern (`oneOf`), so
+            # the pattern itself must not match "" (or "" would match both, which `oneOf` refuses).
+            schema["pattern"] = _NOT_EMPTY_NO_NUL if field.allow_blank else _not_blank()
+        return schema
+
+
+# What DRF's CharField refuses, as a pattern: NUL anywhere (its ProhibitNullCharactersValidator;
+# PostgreSQL cannot store NUL either) and, unless blank is allowed, a value with nothing but
+# whitespace (blank once trimmed, or our `validate_content`).
+_NOT_EMPTY_NO_NUL = "^[^\\u0000]+$"
+
+
+@functools.cache
+def _not_blank() -> str:
+    # Python's whitespace (what `str.strip` removes), spelled out: the regex engines that read
+    # the schema (ECMA, Rust, Python) each mean something slightly different by `\s`.
+    whitespace = "".join(
+        f"\\u{ord(c):04x}" for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()
+    )
+    return f"^[^\\u0000]*[^\\u0000{whitespace}][^\\u0000]*$"
+
+
+@functools.cache
+def _not_invisible() -> str:
+    # A message's content must hold something a reader would see (chat/text.py: is_blank
+    # also refuses zero-width and other invisible characters), as ranges of the Basic
+    # Multilingual Plane: a pattern without ECMA's `u` flag cannot name the few invisible
+    # characters beyond it (tag characters, two fillers), which the API still refuses.
+    ranges: list[list[int]] = []
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF or not is_blank(chr(code)):
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    invisible = "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+    return f"^[^\\u0000]*[^{invisible}][^\\u0000]*$"
+
+
+class MessageContentFieldExtension(OpenApiSerializerFieldExtension):
+    """A message's length limit is a setting, checked by the service (413), not the field."""
+
+    target_class = "chat.api.views.MessageContentField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {
+            **schema,
+            "maxLength": chat_settings.MAX_MESSAGE_CHARS,
+            "pattern": _not_invisible(),
+        }
