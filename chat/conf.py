@@ -52,6 +52,8 @@ DEFAULTS: dict[str, object] = {
     "ADMISSION_MAX_CPU": 0.75,
     "MAX_RUNS_PER_PROCESS": 500,
     "SSE_RETRY_MS": 2000,
+    # A `: ping` at least this often; also how long a client may leave what is written
+    # to its stream untaken before the server drops it (chatsite/transport.py).
     "SSE_HEARTBEAT_SECONDS": 15.0,
     # A message in flight that a stream hears nothing about for this long is looked
     # up in stored state (the channel layer is at-most-once: its end may be lost).
@@ -61,6 +63,11 @@ DEFAULTS: dict[str, object] = {
     "RUN_LEASE_SECONDS": 15.0,
     "RUN_HEARTBEAT_SECONDS": 5.0,
     "DRAIN_SECONDS": 20.0,
+    # Connections (chatsite/transport.py, applied by both servers): a request's headers
+    # must be complete this long after the connection opens or the request's first
+    # byte arrives (slowloris); an idle keep-alive connection is closed after this long.
+    "HTTP_HEADER_TIMEOUT_SECONDS": 10.0,
+    "HTTP_KEEPALIVE_SECONDS": 20.0,
     # Whether this process ends other processes' orphaned runs. Every process of a
     # site should; only a process that shares a database with another site (as the
     # tests' servers do) must not.

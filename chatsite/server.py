@@ -11,6 +11,11 @@
   runs its predecessor left behind even before any request arrives.
 * SIGTERM drains: stop listening, let runs finish for `CHAT_DRAIN_SECONDS`,
   interrupt the rest, close streams (browsers reconnect elsewhere), then exit.
+* Connections are bounded as `chatsite/transport.py` says: request headers must
+  arrive in time, idle keep-alive connections close, and event streams whose
+  client does not take what is written are dropped. daphne writes a response
+  into Twisted's buffer whatever its size; here, as on uvicorn, the
+  application's `send` waits while that buffer is full.
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ with contextlib.suppress(ImportError):
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-import daphne.server  # imported after the loop policy is set
 from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IPushProducer
+from twisted.web import http
+from zope.interface import implementer
 
 from chatsite.logging import redact
+from chatsite.transport import ConnectionLimits, EventStream, is_event_stream, request_line
 
 
 class RedactingAccessLog(AccessLogGenerator):
@@ -43,19 +51,135 @@ class RedactingAccessLog(AccessLogGenerator):
         super().__call__(protocol, action, details)
 
 
-class BodyAsSentRequest(WebRequest):
-    """daphne's request, without Twisted's form parsing (Twisted 25.5+)."""
+class ChatsiteHTTPChannel(http.HTTPChannel):
+    """Twisted's HTTP/1.1 channel, with a deadline for each request's headers.
+
+    Twisted's own timeout (`timeOut`, the keep-alive here) is an idle timeout: every
+    byte restarts it, so a client that trickles its headers is never cut off.
+    """
+
+    _header_deadline = None
+    _awaiting_headers = True
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._start_header_deadline()  # a connection that sends nothing is cut off too
+
+    def dataReceived(self, data):
+        if self._awaiting_headers and self._header_deadline is None:
+            self._start_header_deadline()  # the first byte of the next request
+        super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        self._awaiting_headers = False
+        self._cancel_header_deadline()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        # Before Twisted's: it parses a pipelined request's buffered bytes at once.
+        self._awaiting_headers = True
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._cancel_header_deadline()
+        super().connectionLost(reason)
+
+    def _start_header_deadline(self):
+        timeout = self.factory.limits.header_timeout
+        self._header_deadline = self.callLater(timeout, self._headers_too_slow)
+
+    def _cancel_header_deadline(self):
+        if self._header_deadline is not None:
+            if self._header_deadline.active():
+                self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self):
+        self._header_deadline = None
+        self.timeoutConnection()  # Twisted's: close, and abort if the client holds on
+
+
+@implementer(IPushProducer)
+class ChatsiteRequest(WebRequest):
+    """daphne's request, as the producer of its response (Twisted's flow control).
+
+    The transport pauses it when its write buffer passes 64 KiB and resumes it once
+    the buffer has drained; meanwhile the application's `send` waits
+    (`ChatsiteServer.handle_reply`), as uvicorn's does.
+    """
 
     def __init__(self, *args, **kwargs):
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self._event_stream: EventStream | None = None
+        # Without Twisted's form parsing (Twisted 25.5+), which daphne never used: it
+        # answered a multipart body without a boundary with an empty, unlogged 400.
         super().__init__(*args, **kwargs, parsePOSTFormSubmission=False)
+
+    def handle_reply(self, message):
+        starting = message["type"] == "http.response.start" and not self._response_started
+        super().handle_reply(message)
+        if starting and not self.finished and self.channel is not None:
+            self.registerProducer(self, True)
+            if is_event_stream(message.get("headers", ())):
+                self._start_event_stream()
+
+    def _start_event_stream(self):
+        peer = self.client_addr
+        self._event_stream = EventStream(
+            sock=self.transport.getHandle(),
+            timeout=self.channel.factory.limits.stream_send_timeout,
+            abort=self.transport.abortConnection,
+            client=f"{peer[0]}:{peer[1]}" if peer else "-",
+            request=request_line(
+                self.method.decode("latin-1"), self.path.decode("latin-1"), self.query_string
+            ),
+        )
+
+    # IPushProducer, called by the transport through the channel.
+    def pauseProducing(self):
+        self.writable.clear()
+        if self._event_stream is not None:
+            self._event_stream.paused()
+
+    def resumeProducing(self):
+        self.writable.set()
+        if self._event_stream is not None:
+            self._event_stream.resumed()
+
+    def stopProducing(self):
+        self.writable.set()  # the connection is lost
+
+    def finish(self):
+        if self.producer is not None and self.channel is not None:
+            self.unregisterProducer()
+        if self._event_stream is not None:
+            self._event_stream.finished()
+            self._event_stream = None
+        super().finish()
+
+    def connectionLost(self, reason):
+        self.writable.set()  # a waiting `send` returns; the application hears the disconnect
+        if self._event_stream is not None:
+            self._event_stream.closed()  # Twisted passes no socket error on
+            self._event_stream = None
+        super().connectionLost(reason)
 
 
 class ChatsiteHTTPFactory(HTTPFactory):
-    """daphne's HTTP factory, making `BodyAsSentRequest`s."""
+    def __init__(self, server):
+        super().__init__(server)
+        self.limits = ConnectionLimits.from_settings()
+        self.timeOut = self.limits.keepalive  # Twisted's idle timeout, off during a request
+
+    def protocol(self):
+        # What Twisted's HTTPFactory builds (a wrapper that can switch to HTTP/2 when
+        # TLS negotiates it), around our HTTP/1.1 channel.
+        return http._GenericHTTPChannelProtocol(ChatsiteHTTPChannel())
 
     def buildProtocol(self, addr):
         protocol = super().buildProtocol(addr)
-        protocol.requestFactory = BodyAsSentRequest
+        protocol.requestFactory = ChatsiteRequest
         return protocol
 
 
@@ -66,6 +190,22 @@ class ChatsiteServer(Server):
         super().__init__(*args, action_logger=action_logger, **kwargs)
         self.ports = []
 
+    # daphne's run() makes its HTTP factory inline (`self.http_factory = HTTPFactory(self)`)
+    # and listens with it at once: ours takes its place as it is set.
+    @property
+    def http_factory(self) -> ChatsiteHTTPFactory:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, _daphnes: HTTPFactory) -> None:
+        self._http_factory = ChatsiteHTTPFactory(self)
+
+    async def handle_reply(self, protocol, message):
+        await super().handle_reply(protocol, message)
+        writable = getattr(protocol, "writable", None)
+        if writable is not None and not writable.is_set():
+            await writable.wait()  # the client has 64 KiB of this response unread
+
     def listen_success(self, port):
         self.ports.append(port)
         return super().listen_success(port)
@@ -74,8 +214,6 @@ class ChatsiteServer(Server):
         from chat.providers import get_provider
 
         get_provider()  # import the SDK now, not on the event loop during the first run
-        # daphne makes its HTTP factory and listens within `Server.run`: use ours there.
-        daphne.server.HTTPFactory = ChatsiteHTTPFactory
         reactor.callWhenRunning(self._start_run_manager)
         reactor.addSystemEventTrigger("before", "shutdown", self._drain)
         super().run()
