@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 # still served by WhiteNoise, after the (cheap, lazy) middleware above it.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatsite.middleware.DatabaseUnavailableMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -105,6 +106,11 @@ def use_connection_pool(database: dict) -> None:
     Under ASGI every request runs its sync code on a thread of its own, so
     persistent connections (CONN_MAX_AGE) would pile up one per thread; a pool
     hands connections back when each request ends.
+
+    With health checks the pool tries each connection (an empty query) before it
+    hands it out, so one that the server ended while it sat in the pool (a restart,
+    a failover, `pg_terminate_backend`) is replaced instead of failing the request or
+    checkpoint that gets it. Statements it interrupts are chat/reconnect.py's part.
     """
     if database["ENGINE"].endswith("postgresql"):
         database.setdefault("OPTIONS", {})["pool"] = {
@@ -112,6 +118,7 @@ def use_connection_pool(database: dict) -> None:
             "max_size": env.int("DJANGO_DB_POOL_SIZE", default=10),
             "timeout": 10,
         }
+        database["CONN_HEALTH_CHECKS"] = True
 
 
 def tune_sqlite(database: dict) -> None:
