@@ -3,9 +3,9 @@
 A PostgreSQL connection can end under a running process: the server restarts or
 fails over, or an administrator ends its backend (`pg_terminate_backend`). Then
 
-* a connection that died idle in the pool is found by the pool's check before it
-  is handed out (`CONN_HEALTH_CHECKS`, see `chatsite/settings/base.py`), and another
-  is opened: nothing fails;
+* a connection that died idle in the pool is found as the pool hands it out, and
+  the pool's other idle connections are checked at once (`chatsite/postgresql/`):
+  nothing fails;
 * one that died under a statement fails that statement. For the run core's calls —
   a lost checkpoint or final save would lose an answer — `reconnecting` runs the call
   again, a bounded number of times, on a fresh connection. A request's statement is

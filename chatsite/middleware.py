@@ -17,8 +17,8 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """A view whose database connection failed under it answers 503
     `database_unavailable` with Retry-After, in the API's JSON error body, not 500.
 
-    Connections that die idle are replaced before use (the pool's health check), so
-    this is only the request that was mid-statement when it happened; retrying it is
+    Connections that die idle are replaced before use (`chatsite/postgresql/`), so
+    this is only a request that was mid-statement when it happened; retrying it is
     the client's call, as for any 503 (its transaction was rolled back with the
     connection). DRF's views end up here too: its exception handler leaves errors it
     does not know to Django.

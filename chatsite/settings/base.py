@@ -107,18 +107,19 @@ def use_connection_pool(database: dict) -> None:
     persistent connections (CONN_MAX_AGE) would pile up one per thread; a pool
     hands connections back when each request ends.
 
-    With health checks the pool tries each connection (an empty query) before it
-    hands it out, so one that the server ended while it sat in the pool (a restart,
-    a failover, `pg_terminate_backend`) is replaced instead of failing the request or
-    checkpoint that gets it. Statements it interrupts are chat/reconnect.py's part.
+    Each connection is tried (an empty query) as the pool hands it out, and when the
+    server ended one while it sat in the pool (a restart, a failover,
+    `pg_terminate_backend`), the pool's idle connections are checked at once and the
+    dead replaced, instead of failing the request or checkpoint that got it: see
+    `chatsite/postgresql/base.py`. Statements cut mid-flight are chat/reconnect.py's part.
     """
     if database["ENGINE"].endswith("postgresql"):
+        database["ENGINE"] = "chatsite.postgresql"
         database.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": env.int("DJANGO_DB_POOL_SIZE", default=10),
             "timeout": 10,
         }
-        database["CONN_HEALTH_CHECKS"] = True
 
 
 def tune_sqlite(database: dict) -> None:

@@ -59,6 +59,10 @@ class Terminator(threading.Thread):
                 time.sleep(0.02)
 
 
+def admin_connection() -> psycopg.Connection:
+    return psycopg.connect(**Terminator().conninfo)
+
+
 def slow_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute(SLOW_QUERY)
@@ -121,3 +125,33 @@ def test_a_final_save_applied_before_its_connection_died_still_counts(conversati
     assert saved is True
     message.refresh_from_db()
     assert (message.status, message.content) == (Message.Status.COMPLETE, "The whole answer.")
+
+
+@needs_postgresql
+def test_after_every_idle_connection_died_a_checkout_is_served_at_once():
+    """Four idle pooled connections are terminated (a restart or failover ends them
+    all): the next checkout is served by a live connection at once, not after walking
+    the dead ones with psycopg_pool's growing pauses (1 s + 2 s + 4 s between failed
+    checks), and the pool keeps no dead connection."""
+    connection.close()  # Django's own goes back to the pool too
+    pool = connection.pool
+    taken = [pool.getconn() for _ in range(4)]
+    for conn in taken:
+        pool.putconn(conn)
+    with admin_connection() as admin:
+        ended = admin.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert sum(1 for _, done in ended if done) >= 4
+
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    assert time.monotonic() - started < 1.0  # the first of psycopg_pool's pauses is 1 s
+    assert pid not in {row[0] for row in ended}
+    connection.close()
+    lost = pool.get_stats().get("connections_lost", 0)
+    pool.check()  # would count any dead connection left in the pool
+    assert pool.get_stats().get("connections_lost", 0) == lost

@@ -10,13 +10,16 @@ final status, and the text a streaming client saw is the text stored.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
+from datetime import timedelta
 
 import httpx
 import psycopg
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from chat.models import Message
 
@@ -26,6 +29,7 @@ from .test_failures import (
     access_log_statuses,
     assert_nothing_left_active,
     assistant_id_of,
+    other_servers_paused,
     steady_env,
     terminate_quietly,
     wait_until_streaming,
@@ -117,9 +121,14 @@ def test_terminated_database_connections_lose_no_answer_and_give_no_500(
     orphans swept every 0.5 s) while API clients keep asking; every backend of the
     database is terminated four times, 0.7 s apart. Afterwards: no response was a 500
     (a request whose connection died under it may get 503 `database_unavailable` with
-    Retry-After, nothing else fails), checkpoints go on, every answer is `complete` with
-    exactly the text its streaming client saw, and the process logged no traceback.
+    Retry-After, nothing else fails), checkpoints go on, the sweeper still ends an
+    orphaned answer, every answer is `complete` with exactly the text its streaming
+    client saw, and the process logged no traceback.
     """
+    # The session's other servers share the database: paused, their sweepers cannot
+    # end the orphan below before this server's does.
+    paused = contextlib.ExitStack()
+    paused.enter_context(other_servers_paused())
     server = start_daphne(
         **steady_env(fake_anthropic, private_redis, CHAT_CHECKPOINT_INTERVAL="0.2")
     )
@@ -165,11 +174,25 @@ def test_terminated_database_connections_lose_no_answer_and_give_no_500(
                 for viewer, assistant_id in zip(viewers, ids, strict=True)
             ]
 
-        # After the resets, requests are served as before.
+        # After the resets, requests are served as before, and the sweeper still sweeps:
+        # an answer whose (made-up) owner's lease lapsed is ended `interrupted`.
         assert api.http.get("/api/v1/conversations/").status_code == 200
         assert httpx.get(f"{server.url}/accounts/login/", timeout=10).status_code == 200
+        orphan = Message.objects.create(
+            conversation_id=convs[0]["id"],
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            content="Half an answer",
+            run_owner="a-process-that-died",
+            run_lease_expires_at=timezone.now() - timedelta(seconds=1),
+        )
+        swept = wait_for_final(str(orphan.pk), timeout=10)
+        assert (swept.status, swept.error_code) == (Message.Status.INTERRUPTED, "run_lost")
+        assert swept.content == "Half an answer"
+        assert f"run {orphan.pk} was orphaned" in server.log.read_text()
     finally:
         terminate_quietly(server)
+        paused.close()
 
     assert ended[0] > 0, "the server under test had no connection to terminate"
     assert traffic.responses, "no API request was made during the resets"
@@ -191,12 +214,15 @@ def test_terminated_database_connections_lose_no_answer_and_give_no_500(
 def test_statements_cut_mid_flight_are_run_again_or_answered_503(
     start_daphne, fake_anthropic, private_redis, user, password
 ):
-    """The message table is locked, so the answers' checkpoints and an API request that
-    reads messages wait, mid-statement, when every backend is terminated. The request
-    gets 503 `database_unavailable` with Retry-After (its transaction is gone), not 500;
-    each checkpoint runs again on a new connection and goes through once the lock is
-    released; both answers end `complete` with exactly the text their clients saw.
+    """The message table is locked, so the runs' statements (a checkpoint or a lease
+    renewal) and an API request that reads messages wait, mid-statement, when every
+    backend is terminated. The request gets 503 `database_unavailable` with Retry-After
+    (its transaction is gone), not 500; the run core's statement runs again on a new
+    connection and goes through once the lock is released; both answers end `complete`
+    with exactly the text their clients saw.
     """
+    paused = contextlib.ExitStack()
+    paused.enter_context(other_servers_paused())  # only this server's statements wait
     server = start_daphne(
         **steady_env(fake_anthropic, private_redis, CHAT_CHECKPOINT_INTERVAL="0.2")
     )
@@ -229,10 +255,15 @@ def test_statements_cut_mid_flight_are_run_again_or_answered_503(
                 request.start()
                 deadline = time.monotonic() + 10
                 while True:
-                    kinds = {query.split(None, 1)[0] for query in waiting_for_a_lock()}
-                    if {"UPDATE", "SELECT"} <= kinds:  # a checkpoint and the request
+                    waiting = waiting_for_a_lock()
+                    # The runs' statements share one thread: a checkpoint, or the lease
+                    # renewal it then waits behind.
+                    run_core = any(q.startswith('UPDATE "chat_message"') for q in waiting)
+                    # The request's read names the conversation (as hex: a bound UUID).
+                    reading = any(convs[0]["id"].replace("-", "") in q for q in waiting)
+                    if run_core and reading:
                         break
-                    assert time.monotonic() < deadline, f"not waiting for the lock: {kinds}"
+                    assert time.monotonic() < deadline, f"not waiting for the lock: {waiting}"
                     time.sleep(0.05)
                 assert terminate_backends(sparing=locker) > 0
                 time.sleep(0.5)  # the retried checkpoint waits for the lock again
@@ -243,6 +274,7 @@ def test_statements_cut_mid_flight_are_run_again_or_answered_503(
             ]
     finally:
         terminate_quietly(server)
+        paused.close()
 
     [response] = responses
     assert response.status_code == 503, response.text
@@ -257,6 +289,6 @@ def test_statements_cut_mid_flight_are_run_again_or_answered_503(
         assert read.text(assistant_id) == message.content
         assert read.of("message_end")[-1][1]["status"] == "complete"
     log = server.log.read_text()
-    assert "save_checkpoints: the database connection failed" in log  # it was run again
+    assert re.search(r"(save_checkpoints|renew_leases): the database connection failed", log)
     assert "Traceback" not in log.split("draining:")[0]
     assert_nothing_left_active()
