@@ -150,6 +150,16 @@ class BackendUnavailable(Unavailable):
     default_detail = "Live updates are unavailable; retrying shortly."
 
 
+class DatabaseUnavailable(Unavailable):
+    """The request's database connection failed under it (a restart, a failover, a
+    terminated backend): its transaction is gone, so the request is not retried here,
+    but the next one gets a new connection."""
+
+    default_code = "database_unavailable"
+    default_detail = "The database connection was lost; try again."
+    retry_after = 1
+
+
 class Overloaded(Unavailable):
     """This process is generating as many answers as it may: try again shortly
     (a load balancer may send the retry to another process)."""

@@ -32,6 +32,7 @@ from .events import (
     run_error_data,
 )
 from .models import Message
+from .reconnect import reconnecting
 from .replay import ReplayBuffer, Snapshot
 
 # On resume, how many later messages (finished while the client was away) to replay.
@@ -267,8 +268,9 @@ def _snapshot_from_db(message: Message) -> Snapshot:
 
 def _on_shared_pool(func):
     """A stream's reads run on the loop's shared thread pool, not on a thread of
-    the stream's own (see chatsite/handlers.py): a stream holds no thread."""
-    return database_sync_to_async(func, thread_sensitive=False)
+    the stream's own (see chatsite/handlers.py): a stream holds no thread. A read
+    whose connection dies under it is read again on a new one (chat/reconnect.py)."""
+    return database_sync_to_async(reconnecting(func), thread_sensitive=False)
 
 
 @_on_shared_pool

@@ -17,25 +17,38 @@ How the stream is read, and why (each measured with `bench/`, see the README):
 
   - an `error` event mid-stream (HTTP status 200) ends the answer with that
     error's type and message;
-  - a stream that ends without `message_stop` was cut short;
+  - a stream that ends without `message_stop` was cut short, and one that got
+    `message_stop` is complete however its connection then closes (slowly, or
+    with a reset: seen through a fault-injecting proxy);
   - a connection that drops or stalls mid-stream raises the transport's own
-    exceptions (`httpx2.TransportError` subclasses), not `APIConnectionError`.
+    exceptions (`httpx2.TransportError` subclasses), not `APIConnectionError`,
+    and the SDK does not retry it: a stream that breaks before its first text is
+    started again here (see `AnthropicProvider.stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import random
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import anthropic
 import httpx2  # the SDK's transport layer; its exceptions surface mid-stream
 
 from .base import ProviderError, ProviderRequest, StreamEnd, TextDelta, Usage
 
+logger = logging.getLogger(__name__)
+
 # Upstream error types (error.type in the body) that a later retry may fix.
 _RETRYABLE_TYPES = {"overloaded_error", "rate_limit_error", "api_error", "timeout_error"}
+# After `message_stop`, how long the rest of the body (normally the chunked
+# encoding's last few bytes, in the same packet) may take before we stop waiting.
+_BODY_END_SECONDS = 1.0
 
 
 class AnthropicProvider:
@@ -49,6 +62,7 @@ class AnthropicProvider:
         read_timeout: float = 60.0,
         max_connections: int = 10_000,
     ) -> None:
+        self.max_retries = max_retries
         self.options = {
             "api_key": api_key,
             "base_url": base_url,
@@ -78,24 +92,58 @@ class AnthropicProvider:
     async def stream(
         self, request: ProviderRequest
     ) -> AsyncIterator[TextDelta | Usage | StreamEnd]:
+        """The answer's deltas, then its end; a `ProviderError` if it cannot be had.
+
+        `max_retries` bounds the retries of one answer, wherever they happen. The SDK
+        retries what fails before a response (connect errors, timeouts, 429/5xx/529);
+        a stream that breaks after its response began but before its first text
+        (a reset, a stall, a retryable `error` event) is started again here, from the
+        retries the SDK left, since the client has seen nothing of it. After some
+        text nothing is retried: the answer ends `interrupted` with what arrived.
+        """
+        retries = self.max_retries  # left for this answer
+        while True:
+            attempt = _Attempt()
+            try:
+                # `aclosing`: a stream closed early (a stop) closes its response at once.
+                async with contextlib.aclosing(self._attempt(request, retries, attempt)) as items:
+                    async for item in items:
+                        yield item
+                return
+            except ProviderError as exc:
+                retries -= attempt.retries_taken
+                if attempt.has_text or not attempt.responded or not exc.retryable or retries <= 0:
+                    raise
+                retries -= 1
+                logger.warning("stream failed before any text (%s); starting it again", exc.code)
+            await asyncio.sleep(_backoff(self.max_retries - retries - 1))
+
+    async def _attempt(
+        self, request: ProviderRequest, retries: int, attempt: _Attempt
+    ) -> AsyncIterator[TextDelta | Usage | StreamEnd]:
+        client = self.client
+        if retries != self.max_retries:
+            client = client.with_options(max_retries=retries)
         input_tokens = output_tokens = None
         stop_reason = "end_turn"
-        stopped = False
         try:
             # `async with` closes the HTTP response on every exit, cancellation
             # included, so the upstream sees us leave and stops generating.
-            async with self.client.messages.with_streaming_response.create(
+            async with client.messages.with_streaming_response.create(
                 model=request.model,
                 max_tokens=request.max_tokens,
                 system=request.system or anthropic.omit,
                 messages=[{"role": t.role, "content": t.content} for t in request.messages],
                 stream=True,
             ) as response:
-                async for event in _sse_data(response.iter_bytes()):
+                attempt.responded, attempt.retries_taken = True, response.retries_taken
+                events = _sse_data(response.iter_bytes())
+                async for event in events:
                     kind = event.get("type")
                     if kind == "content_block_delta":
                         delta = event["delta"]
                         if delta.get("type") == "text_delta" and delta.get("text"):
+                            attempt.has_text = True
                             yield TextDelta(delta["text"])
                     elif kind == "message_start":
                         usage = event["message"].get("usage") or {}
@@ -106,33 +154,77 @@ class AnthropicProvider:
                         stop_reason = event["delta"].get("stop_reason") or stop_reason
                         output_tokens = (event.get("usage") or {}).get("output_tokens")
                     elif kind == "message_stop":
-                        stopped = True  # read on to the body's end: the connection is reused
+                        attempt.stopped = True
+                        break
                     elif kind == "error":
                         error = event.get("error") or {}
                         raise _error(200, error.get("type") or "", error.get("message") or "")
-        except anthropic.APIStatusError as exc:
-            raise _error(exc.status_code, exc.type or "", exc.api_message or "") from exc
-        except anthropic.APITimeoutError as exc:
-            raise ProviderError("upstream_timeout", "Claude did not answer in time.", True) from exc
-        except anthropic.APIConnectionError as exc:
-            raise ProviderError("upstream_unreachable", "Could not reach Claude.", True) from exc
-        except httpx2.TimeoutException as exc:
-            raise ProviderError(
-                "upstream_stalled", "Claude stopped sending mid-answer.", True
-            ) from exc
-        except httpx2.TransportError as exc:
-            raise _disconnected() from exc
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise ProviderError(
-                "upstream_error", "Claude sent an event this server cannot read.", True
-            ) from exc
-        if not stopped:
+                if attempt.stopped:
+                    await _read_to_end(events)
+        except Exception as exc:
+            # Once `message_stop` arrived the answer is whole, however the body ends.
+            if not attempt.stopped:
+                error = _translated(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+        if not attempt.stopped:
             raise _disconnected()
         yield StreamEnd(stop_reason, input_tokens, output_tokens)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+@dataclass
+class _Attempt:
+    """What one request of an answer got to."""
+
+    responded: bool = False  # the response began (the SDK's own retries are over)
+    retries_taken: int = 0  # by the SDK, before the response
+    has_text: bool = False
+    stopped: bool = False  # `message_stop` arrived: the answer is complete
+
+
+def _backoff(retries_taken: int) -> float:
+    """The SDK's own backoff (0.5 s doubling up to 8 s, less up to a quarter), so a
+    retry here waits as long as one of the SDK's would."""
+    return min(0.5 * 2.0**retries_taken, 8.0) * (1 - 0.25 * random.random())  # noqa: S311
+
+
+async def _read_to_end(events: AsyncIterator[dict]) -> None:
+    """Read the body's end after `message_stop`, so the connection can be reused.
+
+    Only briefly, and however it ends: a close that is slow or broken on the wire
+    must not turn a complete answer into a stall. Cut short, the connection is
+    closed instead of reused.
+    """
+    with contextlib.suppress(TimeoutError, httpx2.TransportError, json.JSONDecodeError):
+        async with asyncio.timeout(_BODY_END_SECONDS):
+            async for _ in events:
+                pass
+
+
+def _translated(exc: Exception) -> Exception:
+    """An exception from the SDK or its transport as a `ProviderError` (others as they are)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, anthropic.APIStatusError):
+        return _error(exc.status_code, exc.type or "", exc.api_message or "")
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderError("upstream_timeout", "Claude did not answer in time.", True)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderError("upstream_unreachable", "Could not reach Claude.", True)
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderError("upstream_stalled", "Claude stopped sending mid-answer.", True)
+    if isinstance(exc, httpx2.TransportError):
+        return _disconnected()
+    if isinstance(exc, (json.JSONDecodeError, KeyError, TypeError, AttributeError)):
+        return ProviderError(
+            "upstream_error", "Claude sent an event this server cannot read.", True
+        )
+    return exc
 
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")

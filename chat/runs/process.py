@@ -261,9 +261,18 @@ class RunManager:
             if run.length != run.checkpointed_length and run.checkpointed_at <= due:
                 run.checkpointed_length, run.checkpointed_at = run.length, now
                 texts[message_id] = run.text()
-        if texts:
-            for message_id in await store.save_checkpoints(texts):
-                self.stop_local(message_id, StopReason.LOST)
+        if not texts:
+            return
+        try:
+            lost = await store.save_checkpoints(texts)
+        except Exception:
+            # Not saved (the database stayed out of reach): again one interval later.
+            for message_id in texts:
+                if local := self._runs.get(message_id):
+                    local.run.checkpointed_length = -1
+            raise
+        for message_id in lost:
+            self.stop_local(message_id, StopReason.LOST)
 
     async def tick(self) -> None:
         """Renew our leases, act on stop flags, end other processes' orphans."""

@@ -1,5 +1,7 @@
 """The run core's database boundary: the only places runs, leases and the sweeper
-touch the ORM. Each is one statement (or two), run on the database thread."""
+touch the ORM. Each is one statement (or two), run on the database thread, and run
+again on a new connection if its connection dies under it (chat/reconnect.py): a
+database restart or a terminated backend must not lose an answer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from django.utils import timezone
 
 from ..conf import chat_settings
 from ..models import Message
+from ..reconnect import reconnecting, run_reconnecting
 
 # PostgreSQL's text type cannot hold NUL (and a failing checkpoint would leave the
 # answer `streaming`). Runs replace it, as it arrives, with U+FFFD (the replacement
@@ -35,14 +38,19 @@ def lease_for_new_answer(created_at):
 @database_sync_to_async
 def claim(message_id: str, owner: str) -> bool:
     """Lease a pending answer that was created without an owner; False if it is gone."""
-    return bool(
-        Message.objects.filter(pk=message_id, status=Message.Status.PENDING, run_owner="").update(
-            run_owner=owner, run_lease_expires_at=_lease_expiry()
-        )
-    )
+
+    def update(attempt: int) -> int:
+        # A retry also accepts our own claim: the lost attempt may have been applied.
+        owners = [""] if attempt == 0 else ["", owner]
+        return Message.objects.filter(
+            pk=message_id, status=Message.Status.PENDING, run_owner__in=owners
+        ).update(run_owner=owner, run_lease_expires_at=_lease_expiry())
+
+    return bool(run_reconnecting(update, name="claim"))
 
 
 @database_sync_to_async
+@reconnecting
 def save_checkpoints(texts: dict[str, str]) -> set[str]:
     """Save the text so far of several runs: one transaction, one round trip.
 
@@ -86,9 +94,9 @@ def save_final(
     """Store an answer's final state, if it is still active (and, for an orphan, if its
     lease has lapsed: another process's sweeper may have got there first)."""
     now = timezone.now()
-    rows = Message.objects.filter(pk=message_id, status__in=Message.ACTIVE_STATUSES)
+    ours = Q(status__in=Message.ACTIVE_STATUSES)
     if orphan:
-        rows = rows.filter(Q(run_lease_expires_at__lt=now) | Q(run_lease_expires_at__isnull=True))
+        ours &= Q(run_lease_expires_at__lt=now) | Q(run_lease_expires_at__isnull=True)
     fields = {
         "content": text,
         "status": status,
@@ -100,10 +108,18 @@ def save_final(
     }
     if not orphan:  # a sweeper knows no usage: it keeps what is stored
         fields.update(input_tokens=input_tokens, output_tokens=output_tokens)
-    return bool(rows.update(**fields))
+
+    def update(attempt: int) -> int:
+        # A retry also matches this very save (its `completed_at`): the lost attempt
+        # may have been applied, and the answer is then ours to announce all the same.
+        mine = ours if attempt == 0 else ours | Q(status=status, completed_at=now)
+        return Message.objects.filter(mine, pk=message_id).update(**fields)
+
+    return bool(run_reconnecting(update, name="save_final"))
 
 
 @database_sync_to_async
+@reconnecting
 def renew_leases(message_ids: list[str], owner: str) -> tuple[list[str], list[str]]:
     """Extend our runs' leases. Returns (stop requested, no longer active).
 
@@ -119,6 +135,7 @@ def renew_leases(message_ids: list[str], owner: str) -> tuple[list[str], list[st
 
 
 @database_sync_to_async
+@reconnecting
 def expired_runs(exclude: list[str], limit: int = 100) -> list[Message]:
     now = timezone.now()
     expired = Message.objects.filter(

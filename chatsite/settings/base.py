@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 # still served by WhiteNoise, after the (cheap, lazy) middleware above it.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatsite.middleware.DatabaseUnavailableMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,8 +109,15 @@ def use_connection_pool(database: dict) -> None:
     Under ASGI every request runs its sync code on a thread of its own, so
     persistent connections (CONN_MAX_AGE) would pile up one per thread; a pool
     hands connections back when each request ends.
+
+    Each connection is tried (an empty query) as the pool hands it out, and when the
+    server ended one while it sat in the pool (a restart, a failover,
+    `pg_terminate_backend`), the pool's idle connections are checked at once and the
+    dead replaced, instead of failing the request or checkpoint that got it: see
+    `chatsite/postgresql/base.py`. Statements cut mid-flight are chat/reconnect.py's part.
     """
     if database["ENGINE"].endswith("postgresql"):
+        database["ENGINE"] = "chatsite.postgresql"
         database.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": env.int("DJANGO_DB_POOL_SIZE", default=10),

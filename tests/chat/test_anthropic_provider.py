@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
+import httpx
 import pytest
 
 from chat.fake_anthropic import generated_deltas
 from chat.providers import ChatTurn, ProviderError, ProviderRequest, StreamEnd, TextDelta, Usage
 from chat.providers.anthropic import AnthropicProvider, _sse_data
+from tests.faultproxy import Fault, FaultProxy
 
 
 def fake(**directives) -> str:
@@ -23,11 +26,15 @@ def fake(**directives) -> str:
     return "[[fake:" + ",".join(items) + "]]"
 
 
-def run(url: str, text: str, **options) -> tuple[list[str], StreamEnd | None, ProviderError | None]:
+def run(
+    url: str, text: str, *, max_retries: int = 0, **options
+) -> tuple[list[str], StreamEnd | None, ProviderError | None]:
     """Stream one answer; returns (deltas, end, error)."""
 
     async def go():
-        provider = AnthropicProvider(api_key="test-key", base_url=url, max_retries=0, **options)
+        provider = AnthropicProvider(
+            api_key="test-key", base_url=url, max_retries=max_retries, **options
+        )
         request = ProviderRequest(model="claude-fake-1", messages=[ChatTurn("user", text)])
         deltas, end = [], None
         try:
@@ -128,6 +135,48 @@ def test_a_stall_mid_stream_is_upstream_stalled(fake_anthropic) -> None:
     )
     assert error is not None and error.code == "upstream_stalled"
     assert deltas == list(generated_deltas(2))
+
+
+def test_a_stream_broken_before_its_first_text_is_started_again(fake_anthropic) -> None:
+    """A reset right after `message_start` (the SDK's retries are over: the response
+    began) on the first connection: the stream is started again and answers in full."""
+    with FaultProxy(fake_anthropic.url, Fault.reset(b"event: message_start"), faulty=1) as proxy:
+        deltas, end, error = run(proxy.url, fake(tokens=10, tps=0), max_retries=1)
+    assert error is None
+    assert deltas == list(generated_deltas(10))
+    assert end.stop_reason == "end_turn"
+    assert proxy.connections == 2
+
+
+def test_retries_before_text_are_bounded_by_max_retries(fake_anthropic) -> None:
+    """Every stream breaks before its first text: one try and `max_retries` more, then
+    the break's error."""
+    with FaultProxy(fake_anthropic.url, Fault.reset(b"event: message_start")) as proxy:
+        deltas, _, error = run(proxy.url, fake(tokens=10, tps=0), max_retries=2)
+    assert error is not None and error.code == "upstream_disconnected"
+    assert deltas == []
+    assert proxy.connections == 3
+
+
+def test_an_error_event_before_any_text_is_retried(fake_anthropic) -> None:
+    """A retryable `error` event before the first delta is retried like a 529 would be;
+    one after text is not (see the parametrized failures above: `error_after=3`)."""
+    httpx.post(f"{fake_anthropic.url}/_fake/reset")
+    _, _, error = run(fake_anthropic.url, fake(tokens=10, tps=0, error_after=0), max_retries=1)
+    assert error is not None and error.code == "upstream_overloaded"
+    assert httpx.get(f"{fake_anthropic.url}/_fake/stats").json()["requests"] == 2
+
+
+def test_a_body_that_closes_slowly_after_message_stop_is_complete(fake_anthropic) -> None:
+    """Everything up to `message_stop` arrives, then the body's end is held for a minute:
+    the answer is complete at once, not a stall once the read timeout passes."""
+    fault = Fault.slow_close(b"event: message_stop", 60.0)
+    with FaultProxy(fake_anthropic.url, fault) as proxy:
+        deltas, end, error = run(proxy.url, fake(tokens=10, tps=0), read_timeout=30.0)
+        assert time.monotonic() - proxy.faults_started[0] < 10
+    assert error is None
+    assert deltas == list(generated_deltas(10))
+    assert end.stop_reason == "end_turn"
 
 
 def test_unreachable_upstream(fake_anthropic) -> None:

@@ -8,11 +8,12 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.staticfiles import finders
+from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from chat import runs
+from chat import runs, selectors, streaming
 from chat.models import Conversation, Message
 from chat.services import conversation_create
 from tests.conftest import PASSWORD
@@ -154,6 +155,37 @@ def test_stream_rejects_post(client, user, conversation):
     """The SSE endpoint only speaks GET: anything else is a JSON 405."""
     client.force_login(user)
     assert_error(client.post(stream_url(conversation.pk)), 405, "method_not_allowed")
+
+
+# --- a database connection lost under a request ----------------------------------------
+
+
+def _connection_lost(*args, **kwargs):
+    raise OperationalError("terminating connection due to administrator command")
+
+
+def test_an_api_request_whose_database_connection_dies_is_503(api_client, monkeypatch):
+    """A query cut by a lost database connection answers 503 `database_unavailable`
+    with Retry-After, in the API's JSON error body, never a 500."""
+    monkeypatch.setattr(selectors, "conversation_list", _connection_lost)
+    response = api_client.get(LIST_URL)
+    assert_error(response, 503, "database_unavailable")
+    assert int(response["Retry-After"]) > 0
+
+
+def test_a_stream_whose_database_connection_dies_before_it_starts_is_503(
+    client, user, conversation, monkeypatch
+):
+    """The stream endpoint's own lookups cut the same way: 503 JSON before any stream."""
+    client.force_login(user)
+    monkeypatch.setattr(streaming, "aconversation_get_for_user", _connection_lost_async)
+    response = client.get(stream_url(conversation.pk))
+    assert_error(response, 503, "database_unavailable")
+    assert int(response["Retry-After"]) > 0
+
+
+async def _connection_lost_async(*args, **kwargs):
+    _connection_lost()
 
 
 # --- conversations: list, create, detail, update, delete ------------------------------
