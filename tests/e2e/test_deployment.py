@@ -14,6 +14,8 @@ import uuid
 import httpx
 import jwt
 import pytest
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,9 +54,15 @@ def test_a_local_install_refuses_tokens_signed_with_the_repositorys_key(
         with httpx.stream("GET", stream_url, params={"token": token}, timeout=10) as response:
             return response.status_code
 
+    # Every token carries the fingerprint of its user's password (CHECK_REVOKE_TOKEN): the
+    # forgeries carry the right one, so only the signing key decides.
+    claims = {
+        "user_id": user.pk,
+        api_settings.REVOKE_TOKEN_CLAIM: get_md5_hash_password(user.password),
+    }
     for key, api, stream in [(REPOSITORY_KEY, 401, 401), (install_key, 200, 200)]:
-        assert api_status(forge(key, token_type="access", user_id=user.pk)) == api
-        sse = forge(key, token_type="sse", user_id=user.pk, conversation_id=str(conversation.pk))
+        assert api_status(forge(key, token_type="access", **claims)) == api
+        sse = forge(key, token_type="sse", conversation_id=str(conversation.pk), **claims)
         assert stream_status(sse) == stream
 
 
