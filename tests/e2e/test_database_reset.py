@@ -81,6 +81,21 @@ def table_locked(table: str):
             locker.commit()
 
 
+def start_streaming(api: ChatApi, streams: contextlib.ExitStack, convs: list, texts: list):
+    """Open a viewer on each conversation, send each its text (10 deltas/s), and wait until
+    every answer streams: (viewers, answer ids)."""
+    viewers = [
+        streams.enter_context(api.stream(conv["id"], timeout=READ_TIMEOUT + 20)) for conv in convs
+    ]
+    ids = [
+        assistant_id_of(api.send(conv["id"], f"Hi {fake(text=text, tps=10)}"))
+        for conv, text in zip(convs, texts, strict=True)
+    ]
+    for assistant_id in ids:
+        wait_until_streaming(assistant_id)
+    return viewers, ids
+
+
 class Traffic(threading.Thread):
     """API requests in a loop, as other clients would make them, until stopped:
     every response's (method path, status, JSON error code)."""
@@ -139,16 +154,7 @@ def test_terminated_database_connections_lose_no_answer_and_give_no_500(
         convs = [api.create_conversation() for _ in texts]
         traffic = Traffic(ChatApi(server.url, user.username, password), convs[0]["id"])
         with contextlib.ExitStack() as streams:
-            viewers = [
-                streams.enter_context(api.stream(conv["id"], timeout=READ_TIMEOUT + 20))
-                for conv in convs
-            ]
-            ids = [
-                assistant_id_of(api.send(conv["id"], f"Hi {fake(text=text, tps=10)}"))
-                for conv, text in zip(convs, texts, strict=True)
-            ]
-            for assistant_id in ids:
-                wait_until_streaming(assistant_id)
+            viewers, ids = start_streaming(api, streams, convs, texts)
 
             traffic.start()
             ended = []
@@ -234,16 +240,7 @@ def test_statements_cut_mid_flight_are_run_again_or_answered_503(
         reader = ChatApi(server.url, user.username, password)
         responses: list[httpx.Response] = []
         with contextlib.ExitStack() as streams:
-            viewers = [
-                streams.enter_context(api.stream(conv["id"], timeout=READ_TIMEOUT + 20))
-                for conv in convs
-            ]
-            ids = [
-                assistant_id_of(api.send(conv["id"], f"Hi {fake(text=text, tps=10)}"))
-                for conv, text in zip(convs, texts, strict=True)
-            ]
-            for assistant_id in ids:
-                wait_until_streaming(assistant_id)
+            viewers, ids = start_streaming(api, streams, convs, texts)
 
             with table_locked("chat_message") as locker:
                 request = threading.Thread(
