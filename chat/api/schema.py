@@ -10,7 +10,6 @@ responses. drf-standardized-errors does the same with its own body, which is not
 from __future__ import annotations
 
 import functools
-import sys
 from collections import defaultdict
 
 import uritemplate
@@ -162,28 +161,32 @@ _NOT_EMPTY_NO_NUL = "^[^\\u0000]+$"
 def _not_blank() -> str:
     # Python's whitespace (what `str.strip` removes), spelled out: the regex engines that read
     # the schema (ECMA, Rust, Python) each mean something slightly different by `\s`.
-    whitespace = "".join(
-        f"\\u{ord(c):04x}" for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()
-    )
-    return f"^[^\\u0000]*[^\\u0000{whitespace}][^\\u0000]*$"
+    return _one_character_not(lambda c: c == "\0" or c.isspace())
 
 
 @functools.cache
 def _not_invisible() -> str:
     # A message's content must hold something a reader would see (chat/text.py: is_blank
-    # also refuses zero-width and other invisible characters), as ranges of the Basic
-    # Multilingual Plane: a pattern without ECMA's `u` flag cannot name the few invisible
-    # characters beyond it (tag characters, two fillers), which the API still refuses.
+    # also refuses zero-width and other invisible characters).
+    return _one_character_not(is_blank)
+
+
+def _one_character_not(excluded) -> str:
+    """A pattern for text without NUL holding at least one character `excluded` refuses,
+    the excluded characters as ranges of the Basic Multilingual Plane: a pattern without
+    ECMA's `u` flag cannot name characters beyond it (all whitespace is within it; of the
+    invisible characters, tag characters and two fillers are not, which the API still
+    refuses)."""
     ranges: list[list[int]] = []
     for code in range(0x10000):
-        if 0xD800 <= code <= 0xDFFF or not is_blank(chr(code)):
+        if 0xD800 <= code <= 0xDFFF or not excluded(chr(code)):
             continue
         if ranges and ranges[-1][1] == code - 1:
             ranges[-1][1] = code
         else:
             ranges.append([code, code])
-    invisible = "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
-    return f"^[^\\u0000]*[^{invisible}][^\\u0000]*$"
+    chars = "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+    return f"^[^\\u0000]*[^{chars}][^\\u0000]*$"
 
 
 class MessageContentFieldExtension(OpenApiSerializerFieldExtension):
