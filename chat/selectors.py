@@ -15,15 +15,25 @@ from .models import Conversation, Message
 from .providers import ChatTurn
 
 
-def conversation_list(*, user) -> QuerySet[Conversation]:
-    return Conversation.objects.visible_to(user).order_by("-updated_at")
+def conversation_list(*, user, with_usage: bool = False) -> QuerySet[Conversation]:
+    """The user's conversations, latest first; `with_usage`: with their token totals."""
+    conversations = Conversation.objects.visible_to(user)
+    if with_usage:
+        conversations = conversations.with_usage()
+    return conversations.order_by("-updated_at")
 
 
-def conversation_get_for_user(*, user, conversation_id: uuid.UUID | str) -> Conversation:
-    """The user's own conversation; anyone else's is indistinguishable from a missing one."""
+def conversation_get_for_user(
+    *, user, conversation_id: uuid.UUID | str, with_usage: bool = False
+) -> Conversation:
+    """The user's own conversation; anyone else's is indistinguishable from a missing one.
+    `with_usage`: with its token totals, in the same query."""
+    conversations = Conversation.objects.visible_to(user)
+    if with_usage:
+        conversations = conversations.with_usage()
     # `get` on the primary key, not `first()`: no ORDER BY to compile (every send asks this).
     try:
-        return Conversation.objects.visible_to(user).get(pk=conversation_id)
+        return conversations.get(pk=conversation_id)
     except Conversation.DoesNotExist:
         raise NotFound("Conversation not found.") from None
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import budget, runs, selectors
+from . import budget, catalog, runs, selectors
 from .conf import chat_settings
 from .errors import (
     ContentTooLong,
@@ -33,11 +33,12 @@ _TITLE_LENGTH = 60
 def conversation_create(
     *, owner, title: str = "", system_prompt: str = "", model: str = ""
 ) -> Conversation:
+    """A new conversation; `model` must be offered (the API checks), the default if blank."""
     return Conversation.objects.create(
         owner=owner,
         title=title.strip(),
         system_prompt=system_prompt,
-        model=model or chat_settings.MODEL,
+        model=model or catalog.default_model().id,
     )
 
 
@@ -131,6 +132,7 @@ def _create_answer(user_message: Message, *, created_at) -> Message:
     # the answer is stored with what that left out (or not at all, if nothing fits).
     job = runs.build_job(answer)
     answer.context_omitted_turns = job.context_omitted_turns
+    answer.model = job.request.model
     answer.save(force_insert=True)
     transaction.on_commit(lambda: runs.manager.start(job))
     return answer

@@ -7,6 +7,7 @@ from . import views
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("models/", views.ModelListApi.as_view(), name="model-list"),
     path("conversations/", views.ConversationListCreateApi.as_view(), name="conversation-list"),
     path(
         "conversations/<uuid:conversation_id>/",

@@ -27,6 +27,7 @@ async def finish_message(
     stop_reason: str = "",
     input_tokens: int | None = None,
     output_tokens: int | None = None,
+    usage_estimated: bool = False,
     error: dict | None = None,
     orphan: bool = False,
     save: bool = True,
@@ -47,6 +48,7 @@ async def finish_message(
             stop_reason=stop_reason,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
+            usage_estimated=usage_estimated,
             error=error,
             orphan=orphan,
         )
@@ -63,6 +65,7 @@ async def finish_message(
         stop_reason=stop_reason,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        usage_estimated=usage_estimated,
     )
     await outbox.emit_and_flush(
         conversation_group(conversation_id), MessageEnded(message_id, len(text), end, error)
