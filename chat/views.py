@@ -123,7 +123,7 @@ def usage_summary(*, input_tokens: int, output_tokens: int) -> dict[str, str]:
     (the page script writes the same after each answer)."""
     return {
         "total": f"{input_tokens + output_tokens:,}",
-        "title": f"{input_tokens:,} in · {output_tokens:,} out (stopped answers count estimates)",
+        "title": f"{input_tokens:,} in · {output_tokens:,} out",
     }
 
 

@@ -754,6 +754,20 @@ def test_settings_dialog_holds_model_and_system_prompt(client, alice, two_models
     assert options == [("model-a", "", "Model A"), ("model-b", " selected", "Model B")]
 
 
+def test_the_home_page_offers_the_models_for_a_new_conversation(
+    client, alice, settings, two_models
+):
+    """The home composer has a select of the offered models, the default selected."""
+    settings.CHAT_MODEL = "model-b"
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    assert elements(html, "select", data_testid="composer-model")
+    options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', html)
+    assert options == [("model-a", "", "Model A"), ("model-b", " selected", "Model B")]
+
+
 def test_the_settings_select_shows_the_model_answering_a_retired_one(client, alice, two_models):
     """A conversation whose model is no longer offered: the select offers the offered ones,
     with the default (what answers it now) selected."""
