@@ -8,8 +8,10 @@ _MESSAGE_READONLY = (
     "role",
     "status",
     "stop_reason",
+    "model",
     "input_tokens",
     "output_tokens",
+    "usage_estimated",
     "context_omitted_turns",
     "error_code",
     "error_message",
@@ -58,12 +60,13 @@ class MessageAdmin(admin.ModelAdmin):
         "role",
         "status",
         "stop_reason",
+        "model",
         "input_tokens",
         "output_tokens",
         "created_at",
         "completed_at",
     )
-    list_filter = ("status", "role", "conversation__model", "conversation__owner")
+    list_filter = ("status", "role", "model", "conversation__owner")
     search_fields = ("content", "error_message", "conversation__title")
     readonly_fields = (*_MESSAGE_READONLY, "conversation")
     list_select_related = ("conversation",)
