@@ -34,8 +34,16 @@ def server_env(django_db_setup):
 
 def serve(port: int, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "chatsite.server", "-b", "127.0.0.1", "-p", str(port)]
-        + ["chatsite.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "chatsite.server",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "chatsite.asgi:application",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -57,7 +65,7 @@ def test_the_banner_is_printed_once_the_port_accepts_connections(server_env):
             seen.append(lines.get(timeout=30))  # queue.Empty: no banner within 30 s
         assert seen[-1].strip() == BANNER.format(host="127.0.0.1", port=port), seen
         # No retry loop: the banner promises the port is bound already.
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=10) as r:
             assert r.status == 200
     finally:
         process.terminate()
