@@ -105,7 +105,9 @@ export async function sendMessage() {
   try {
     if (cfg.page === "home") {
       // Reuse the conversation made by an earlier failed attempt instead of making another.
-      state.createdConversation ||= await api(cfg.conversationsUrl, { method: "POST", body: {} });
+      // The home composer's model select picks the new conversation's model.
+      const body = el.composerModel ? { model: el.composerModel.value } : {};
+      state.createdConversation ||= await api(cfg.conversationsUrl, { method: "POST", body });
       const id = state.createdConversation.id;
       await api(messagesUrlFor(id), { method: "POST", body: { content } });
       navigating = true;

@@ -36,7 +36,9 @@ export async function newConversation(button) {
   button.disabled = true;
   hooks.hideError();
   try {
-    const conversation = await api(cfg.conversationsUrl, { method: "POST", body: {} });
+    // On the home page, the model chosen under the composer (else the default).
+    const body = el.composerModel ? { model: el.composerModel.value } : {};
+    const conversation = await api(cfg.conversationsUrl, { method: "POST", body });
     window.location.assign(conversationPageUrl(conversation.id));
   } catch (err) {
     hooks.showError(err.message);

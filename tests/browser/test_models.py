@@ -85,6 +85,12 @@ def test_the_home_page_starts_a_conversation_on_the_chosen_model(
         "Claude Opus 4.5"
     )
 
+    # "New conversation" on the home page takes the chosen model too.
+    page.goto(f"{daphne_anthropic.url}/")
+    page.get_by_test_id("composer-model").select_option("claude-haiku-4-5")
+    second = new_conversation(page)
+    assert Conversation.objects.get(pk=second).model == "claude-haiku-4-5"
+
 
 def test_a_demo_answer_says_demo_model(open_context, daphne_demo, user, password):
     """Without an API key the select offers the demo model alone, and its answers say
@@ -111,13 +117,14 @@ def test_the_header_totals_update_when_an_answer_ends_stopped_ones_included(
     page = log_in(open_context(), daphne_anthropic, user, password)
     conversation_id = new_conversation(page)
     usage = page.get_by_test_id("conversation-usage")
-    expect(usage).to_have_text("0 tokens", use_inner_text=True)
+    total = usage.locator("[data-usage-total]")
+    expect(total).to_have_text("0")
 
     sent = send_with_enter(page, f"One {fake(text=words(20, 'a'), tps=0)}")
     poll_until_final(page, sent["assistant_message"]["id"])
     tokens_in, tokens_out = totals(conversation_id)
     assert tokens_in and tokens_out
-    expect(usage).to_have_text(f"{tokens_in + tokens_out:,} tokens", use_inner_text=True)
+    expect(total).to_have_text(f"{tokens_in + tokens_out:,}")
     expect(usage).to_have_attribute("title", f"{tokens_in:,} in · {tokens_out:,} out")
 
     sent = send_with_enter(page, f"Two {fake(text=words(200, 'b'), tps=20)}")
@@ -128,7 +135,7 @@ def test_the_header_totals_update_when_an_answer_ends_stopped_ones_included(
     assert stopped.status == Message.Status.CANCELLED
     assert stopped.usage_estimated and stopped.output_tokens > 0
     tokens_in, tokens_out = totals(conversation_id)
-    expect(usage).to_have_text(f"{tokens_in + tokens_out:,} tokens", use_inner_text=True)
+    expect(total).to_have_text(f"{tokens_in + tokens_out:,}")
     expect(bubble(page, answer_id).get_by_test_id("message-usage")).to_contain_text(
         f"~{stopped.output_tokens} out"
     )
@@ -144,7 +151,12 @@ def test_the_model_select_label_and_totals_are_visible(
     colour)."""
     options = {"color_scheme": scheme, **(PHONE if device == "phone" else {})}
     page = log_in(open_context(**options), daphne_demo, user, password)
-    new_conversation(page)
+    if device == "phone":  # the sidebar (and its button) is a drawer there
+        page.get_by_test_id("new-conversation-compact").click()
+        page.wait_for_url("**/c/*/")
+        wait_until_idle(page)
+    else:
+        new_conversation(page)
     sent = send_with_enter(page, "Hello")
     answer_id = sent["assistant_message"]["id"]
     poll_until_final(page, answer_id)
@@ -154,7 +166,7 @@ def test_the_model_select_label_and_totals_are_visible(
     expect(label).to_have_text("demo model")
     usage = page.get_by_test_id("conversation-usage")
     expect(usage).to_be_visible()
-    expect(usage).not_to_have_text("0 tokens", use_inner_text=True)
+    expect(usage.locator("[data-usage-total]")).not_to_have_text("0")
     for element in (label, usage):
         assert element.bounding_box()["width"] > 0
         colour, background = element.evaluate(
