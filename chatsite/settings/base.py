@@ -277,6 +277,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Enums named for what they are, not `RoleEnum` / `StatusEnum` (chat/api/schema.py).
+    "ENUM_NAME_OVERRIDES": {
+        "MessageRole": "chat.models.Message.Role",
+        "MessageStatus": "chat.models.Message.Status",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chat.api.schema.postprocess",
+    ],
 }
 
 LOGGING = {

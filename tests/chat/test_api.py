@@ -10,7 +10,8 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.db import OperationalError
 from django.utils import timezone
-from rest_framework.test import APIClient
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from chat import runs, selectors, streaming
@@ -272,11 +273,15 @@ def test_create_conversation_with_fields(api_client):
 
 
 def test_detail_returns_the_conversation(api_client, conversation):
-    """The owner reads the conversation's fields."""
+    """The owner reads the conversation's fields, with absolute links to itself and to its
+    messages."""
     body = api_client.get(detail_url(conversation.pk)).json()
     assert body["id"] == str(conversation.pk)
     assert body["title"] == "Test chat"
-    assert set(body) == {"id", "title", "system_prompt", "model", "created_at", "updated_at"}
+    assert {"id", "title", "system_prompt", "model", "created_at", "updated_at"} <= set(body)
+    assert body["url"] == f"http://testserver{detail_url(conversation.pk)}"
+    assert body["messages_url"] == f"http://testserver{messages_url(conversation.pk)}"
+    assert api_client.get(body["messages_url"]).status_code == 200
 
 
 def test_patch_changes_only_given_fields(api_client, conversation):
@@ -1085,8 +1090,10 @@ def test_message_output_matches_drf_field_by_field(conversation):
             reply_to=user_message,
         ),
     ]
+    request = Request(APIRequestFactory().get("/", HTTP_HOST="testserver"))
     for message in [user_message, *answers]:
-        serializer = MessageOutputSerializer(message)
+        serializer = MessageOutputSerializer(message, context={"request": request})
         generic = serializers.Serializer.to_representation(serializer, message)
         assert serializer.data == generic
         assert list(serializer.data) == list(generic)
+        assert generic["conversation_url"] == f"http://testserver{detail_url(conversation.pk)}"
