@@ -239,7 +239,7 @@ class MessageListCreateApi(generics.ListAPIView):
                 raise serializers.ValidationError("This field may not be blank.", code="blank")
             return value
 
-    @extend_schema_serializer(component_name="MessageSendOutput")
+    @extend_schema_serializer(component_name="MessageSendResult")
     class OutputSerializer(serializers.Serializer):
         user_message = MessageOutputSerializer()
         assistant_message = MessageOutputSerializer()

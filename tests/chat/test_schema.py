@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openapi_spec_validator import validate
 
 from chat.api.views import ConversationInputSerializer, MessageListCreateApi
 
@@ -19,6 +21,16 @@ def schema(client) -> dict:
     response = client.get("/api/v1/schema/", {"format": "json"})
     assert response.status_code == 200
     return response.json()
+
+
+@pytest.mark.parametrize("format", ["json", "yaml"])
+def test_the_served_schema_is_valid_openapi(client, format):
+    """The schema, as served in JSON and in YAML, passes an OpenAPI validator."""
+    response = client.get("/api/v1/schema/", {"format": format})
+    assert response.status_code == 200
+    document = response.json() if format == "json" else yaml.safe_load(response.content)
+    assert document["openapi"].startswith("3.")
+    validate(document)
 
 
 def operations(schema: dict):
@@ -77,10 +89,44 @@ def test_operations_document_the_errors_of_their_services(schema):
         assert "`overloaded`" in responses["503"]["description"]
         for status in ("429", "503"):
             assert responses[status]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
-    assert "503" not in cancel
-    assert (
-        "503" not in paths["/api/v1/conversations/{conversation_id}/messages/"]["get"]["responses"]
-    )
+    history = paths["/api/v1/conversations/{conversation_id}/messages/"]["get"]["responses"]
+    for responses in (cancel, history):  # they start no answer: only the database's 503
+        assert "`database_unavailable`" in responses["503"]["description"]
+        assert "`overloaded`" not in responses["503"]["description"]
+
+
+def test_every_operation_documents_the_database_503(schema):
+    """Any view whose database connection fails under it answers 503 `database_unavailable`
+    with Retry-After (chatsite/middleware.py): every operation says so."""
+    for name, operation in operations(schema):
+        response = operation["responses"]["503"]
+        assert "`database_unavailable`" in response["description"], name
+        assert response["headers"]["Retry-After"]["schema"] == {"type": "integer"}, name
+
+
+def test_component_names_read_as_the_things_they_are(schema):
+    """Outputs are named for what they are, enums for what they list, the conversation page
+    `PaginatedConversationList`; no `Patched` copy of a component that is the same."""
+    components = schema["components"]["schemas"]
+    assert {
+        "Conversation",
+        "ConversationInput",
+        "Message",
+        "MessageRole",
+        "MessageStatus",
+        "PaginatedConversationList",
+        "Error",
+    } <= set(components)
+    for name in components:
+        assert not name.endswith(("Output", "Request")), name
+        assert name not in ("RoleEnum", "StatusEnum"), name
+        if name.startswith("Patched"):
+            assert components[name] != components.get(name.removeprefix("Patched")), name
+    patch = schema["paths"]["/api/v1/conversations/{conversation_id}/"]["patch"]
+    body = patch["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ConversationInput"}
+    role = components["Message"]["properties"]["role"]
+    assert {"$ref": "#/components/schemas/MessageRole"} in role.get("allOf", [role])
 
 
 @pytest.mark.parametrize(
