@@ -153,11 +153,19 @@ class MessageContentField(StrictCharField):
     """A message's text. Its length limit is checked by the service (413), not here (400);
     the schema declares it (chat/api/schema.py)."""
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("style", {"base_template": "textarea.html", "rows": 5})
+        super().__init__(**kwargs)
+
 
 class ConversationInputSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     system_prompt = StrictCharField(
-        max_length=20_000, required=False, allow_blank=True, trim_whitespace=False
+        max_length=20_000,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"base_template": "textarea.html"},
     )
     model = StrictCharField(max_length=100, required=False)
 

@@ -236,6 +236,12 @@ REST_FRAMEWORK = {
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        # Forms for every write the schema documents, and no inline styles (the CSP).
+        "chat.api.renderers.BrowsableAPIRenderer",
+    ],
+    "VIEW_NAME_FUNCTION": "chat.api.renderers.view_name",
     "DEFAULT_PARSER_CLASSES": [
         "chat.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
