@@ -153,9 +153,12 @@ def test_stream_serves_owners_session(client, user, conversation):
 
 
 def test_stream_rejects_post(client, user, conversation):
-    """The SSE endpoint only speaks GET: anything else is a JSON 405."""
+    """The SSE endpoint only speaks GET: anything else is a JSON 405 that says so in
+    `Allow` (RFC 9110 requires it; Schemathesis checks it)."""
     client.force_login(user)
-    assert_error(client.post(stream_url(conversation.pk)), 405, "method_not_allowed")
+    response = client.post(stream_url(conversation.pk))
+    assert_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET"
 
 
 # --- a database connection lost under a request ----------------------------------------
