@@ -288,10 +288,15 @@ SPECTACULAR_SETTINGS = {
         "MessageRole": "chat.models.Message.Role",
         "MessageStatus": "chat.models.Message.Status",
     },
+    # The SSE stream is a plain Django view: described by a stand-in (chat/api/stream_schema.py).
+    "PREPROCESSING_HOOKS": ["chat.api.stream_schema.add_stream_endpoint"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chat.api.schema.postprocess",
+        "chat.api.stream_schema.add_event_components",
     ],
+    # Operation ids and tags from the path after it (`conversations_list`), the stream's too.
+    "SCHEMA_PATH_PREFIX": "/api/v[0-9]+",
 }
 
 LOGGING = {
