@@ -13,7 +13,7 @@ The page itself is `templates/rest_framework/base.html`: DRF's, without inline s
 from __future__ import annotations
 
 from django.utils.html import format_html
-from rest_framework import renderers
+from rest_framework import renderers, serializers
 from rest_framework.request import override_method
 from rest_framework.views import get_view_name
 
@@ -70,11 +70,13 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         with override_method(view, request, method) as request:
             if not self.show_form_for_method(view, method, request, instance):
                 return None
-            serializer_class = documented_request_serializer(view, method)
-            if serializer_class is None:
+            documented = documented_request_serializer(view, method)
+            if documented is None:
                 return format_html('<p class="help-block">{}</p>', self.NO_BODY)
-            if isinstance(serializer_class, type):
-                serializer_class = serializer_class(
+            if isinstance(documented, type) and issubclass(documented, serializers.Serializer):
+                documented = documented(
                     instance=instance, context={"request": request, "view": view}
                 )
-            return self.render_form_for_serializer(serializer_class)
+            if not isinstance(documented, serializers.Serializer):
+                return None  # a body by media type, a list, ...: the raw-data form will do
+            return self.render_form_for_serializer(documented)

@@ -198,3 +198,32 @@ def test_browsable_pages_have_no_inline_style(session, exchange):
         html = session.get(url, **HTML).content.decode()
         assert "/static/api/browsable-api.css" in html, url
         assert not re.search(r"\sstyle=|<style", html), (url, re.findall(r".{60}style.{60}", html))
+
+
+def test_a_body_the_form_cannot_show_leaves_the_raw_data_form(rf, user):
+    """A request body documented as something other than one serializer (here, by media
+    type) gets no HTML form, and the page still renders, with DRF's raw-data form."""
+    from drf_spectacular.utils import extend_schema
+    from rest_framework import serializers
+    from rest_framework.response import Response
+    from rest_framework.test import force_authenticate
+    from rest_framework.views import APIView
+
+    class Item(serializers.Serializer):
+        name = serializers.CharField()
+
+    class ListBodyApi(APIView):
+        @extend_schema(request={"application/json": Item}, responses={204: None})
+        def post(self, request):
+            return Response(status=204)
+
+        def get(self, request):
+            return Response({})
+
+    request = rf.get("/list-body/", HTTP_ACCEPT="text/html")
+    force_authenticate(request, user)
+    response = ListBodyApi.as_view()(request)
+    html = response.render().content.decode()
+    assert response.status_code == 200
+    assert 'id="post-object-form"' not in html
+    assert 'name="_content"' in html
