@@ -272,8 +272,9 @@ SIMPLE_JWT = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
-    "DESCRIPTION": "Conversations, messages and SSE stream tokens. Streams are served at "
-    "/stream/conversations/{id}/ as text/event-stream.",
+    "DESCRIPTION": "Conversations, messages and their live events. Start at `GET /api/v1/` "
+    "(links to everything); the event stream is `GET /stream/conversations/{conversation_id}/` "
+    "(`text/event-stream`). Every error is `{code, message, ...}` (the `Error` component).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # The API speaks JSON. Forms still parse (the browsable API posts them) but are not
