@@ -81,11 +81,7 @@ class MessageOutputSerializer(serializers.Serializer):
         # every send returns two messages, and that copy was most of its rendering.
         # The link is one `reverse()` per serializer, not per message: a page of a
         # hundred messages shares the child serializer.
-        conversation_url = self._links.get("conversation-detail")
-        if conversation_url is None:
-            conversation_url = self._links["conversation-detail"] = _url_template(
-                self.context["request"], "conversation-detail", "conversation_id"
-            )
+        conversation_url = self._conversation_url
         return {
             "id": str(message.id),
             "role": message.role,
@@ -106,8 +102,8 @@ class MessageOutputSerializer(serializers.Serializer):
         }
 
     @functools.cached_property
-    def _links(self) -> dict[str, str]:
-        return {}
+    def _conversation_url(self) -> str:
+        return _url_template(self.context["request"], "conversation-detail", "conversation_id")
 
 
 class MessageHistorySerializer(MessageOutputSerializer):

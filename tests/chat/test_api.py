@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.staticfiles import finders
 from django.db import OperationalError
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
@@ -1063,6 +1064,29 @@ def test_docs_use_only_our_static_files(client):
     for asset in assets:
         assert asset.startswith("/static/"), asset
         assert finders.find(asset.removeprefix("/static/")), asset
+
+
+def test_a_page_of_messages_reverses_its_link_once(conversation, monkeypatch):
+    """The messages' `conversation_url` costs one `reverse()` per page, not one per message."""
+    from chat.api import views
+
+    calls = []
+
+    def counting_reverse(*args, **kwargs):
+        calls.append(args)
+        return reverse(*args, **kwargs)
+
+    monkeypatch.setattr(views, "reverse", counting_reverse)
+    messages = [
+        Message.objects.create(conversation=conversation, role="user", content=f"m{i}")
+        for i in range(20)
+    ]
+    request = Request(APIRequestFactory().get("/", HTTP_HOST="testserver"))
+    data = views.MessageHistorySerializer(messages, many=True, context={"request": request}).data
+    assert {item["conversation_url"] for item in data} == {
+        f"http://testserver{detail_url(conversation.pk)}"
+    }
+    assert len(calls) == 1
 
 
 def test_message_output_matches_drf_field_by_field(conversation):
