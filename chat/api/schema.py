@@ -56,14 +56,14 @@ def error_responses(*errors: type[ChatError]) -> dict[int, OpenApiResponse]:
     `extend_schema(responses={201: Out, **error_responses(RunActive, ContentTooLong)})`."""
     reasons: dict[int, list[str]] = defaultdict(list)
     for error in errors:
-        reasons[error.status_code].append(reason(error.default_code, error.default_detail))
+        reasons[error.status_code].append(_reason(error.default_code, error.default_detail))
     return {
         status: OpenApiResponse(ErrorSerializer, description="\n".join(lines))
         for status, lines in reasons.items()
     }
 
 
-def reason(code: str, detail: str) -> str:
+def _reason(code: str, detail: str) -> str:
     return f"- `{code}`: {detail}"
 
 
@@ -82,7 +82,7 @@ _HEADERS = {
 
 # What a view answers when its database connection fails under it (chatsite/middleware.py):
 # any operation, as every one reads the database (the user, at least).
-_DATABASE_UNAVAILABLE = reason(
+_DATABASE_UNAVAILABLE = _reason(
     "database_unavailable",
     "The database connection was lost during the request; try again after `Retry-After`.",
 )
@@ -118,8 +118,8 @@ class AutoSchema(openapi.AutoSchema):
             self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
         )
         if has_body:
-            reasons[400].append(reason("invalid", "The body is not valid; see `errors`."))
-            reasons[400].append(reason("parse_error", "The body is not valid JSON."))
+            reasons[400].append(_reason("invalid", "The body is not valid; see `errors`."))
+            reasons[400].append(_reason("parse_error", "The body is not valid JSON."))
         reasons[401].append(
             "- `not_authenticated`, `authentication_failed`, `token_not_valid`, "
             "`no_active_account`: the credentials are missing or not valid."
@@ -129,28 +129,28 @@ class AutoSchema(openapi.AutoSchema):
             for authenticator in view.get_authenticators()
         ):
             reasons[403].append(
-                reason("permission_denied", "CSRF check failed (session authentication only).")
+                _reason("permission_denied", "CSRF check failed (session authentication only).")
             )
         paginator = self._get_paginator() if self._is_list_view() else None
         if uritemplate.variables(self.path):
-            reasons[404].append(reason("not_found", "No such object, or it is not yours."))
+            reasons[404].append(_reason("not_found", "No such object, or it is not yours."))
         elif paginator:
-            reasons[404].append(reason("not_found", "No such page."))
+            reasons[404].append(_reason("not_found", "No such page."))
         if getattr(paginator, "cursor_query_param", None):
-            reasons[404].append(reason("invalid_cursor", "The cursor is not one this API made."))
+            reasons[404].append(_reason("invalid_cursor", "The cursor is not one this API made."))
         if self.method == "GET" and (
             getattr(paginator, "page_size_query_param", None)
             or getattr(view, "filter_backends", ())
         ):
             # The message list's cursor pages refuse a `page_size` out of range and an
             # unknown `ordering` (chat/api/pagination.py) rather than ignoring them.
-            reasons[400].append(reason("invalid", "A query parameter is not valid; see `errors`."))
+            reasons[400].append(_reason("invalid", "A query parameter is not valid; see `errors`."))
         if has_body:
             reasons[413].append("- The body is larger than the server accepts.")
-            reasons[415].append(reason("unsupported_media_type", "Send `application/json`."))
+            reasons[415].append(_reason("unsupported_media_type", "Send `application/json`."))
         if view.get_throttles():
             reasons[429].append(
-                reason("throttled", "Too many requests; wait `retry_after` seconds.")
+                _reason("throttled", "Too many requests; wait `retry_after` seconds.")
             )
         if self.method == "POST" and getattr(view, "starts_a_run", False):
             # Admission: chatsite/handlers.py refuses these POSTs at capacity, as does

@@ -21,7 +21,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
-from chat.api.schema import AutoSchema, ErrorSerializer, error_responses, reason
+from chat.api.schema import AutoSchema, ErrorSerializer, error_responses
 from chat.errors import (
     DatabaseUnavailable,
     InvalidResumePosition,
@@ -247,7 +247,7 @@ class StreamSchemaView(APIView):
                 503,
                 "- `unavailable`: the server is shutting down, or live updates cannot be "
                 "reached; reconnect after `Retry-After`.",
-                reason("database_unavailable", DatabaseUnavailable.default_detail),
+                f"- `database_unavailable`: {DatabaseUnavailable.default_detail}",
             ),
         },
     )
