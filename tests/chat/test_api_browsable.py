@@ -227,3 +227,25 @@ def test_a_body_the_form_cannot_show_leaves_the_raw_data_form(rf, user):
     assert response.status_code == 200
     assert 'id="post-object-form"' not in html
     assert 'name="_content"' in html
+
+
+def test_an_unticked_checkbox_in_a_patch_form_clears_its_flag():
+    """A form's checkbox sends `false` when unticked (a hidden input before it), so a PATCH
+    form can clear a flag; ticked, DRF reads the `true` after it."""
+    from django.http import QueryDict
+    from rest_framework import serializers
+    from rest_framework.renderers import HTMLFormRenderer
+
+    class Flags(serializers.Serializer):
+        pinned = serializers.BooleanField(required=False)
+
+    html = HTMLFormRenderer().render(
+        Flags().data, None, {"style": {"template_pack": "rest_framework/horizontal"}}
+    )
+    inputs = re.findall(r'<input[^>]*name="pinned"[^>]*>', html)
+    assert 'type="hidden"' in inputs[0] and 'value="false"' in inputs[0]
+    assert 'type="checkbox"' in inputs[1]
+    for sent, pinned in (("pinned=false", False), ("pinned=false&pinned=true", True)):
+        serializer = Flags(data=QueryDict(sent), partial=True)
+        assert serializer.is_valid()
+        assert serializer.validated_data == {"pinned": pinned}
