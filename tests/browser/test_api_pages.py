@@ -12,12 +12,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_browsable_api_works_under_the_csp(open_context, daphne_anthropic, user, password):
-    """The API root, a list with its filters and a detail page render with DRF's styles and
-    scripts and nothing blocked; a conversation is created with the HTML form, renamed
-    with the PATCH form, and a stream token minted with a body-less form's button."""
+    """Signed out, an API page links to the site's login, which comes back to it; the API
+    root, a list with its filters and a detail page render with DRF's styles and scripts
+    and nothing blocked; a conversation is created with the HTML form, renamed with the
+    PATCH form, and a stream token minted with a body-less form's button."""
     server = daphne_anthropic.url
-    page = log_in(open_context(), daphne_anthropic, user, password)
+    page = open_context().new_page()
     violations = csp_violations(page)
+
+    response = page.goto(f"{server}/api/v1/conversations/")
+    assert response.status == 401
+    page.get_by_test_id("api-login").click()
+    form = page.get_by_test_id("login-form")
+    form.locator("input[name=username]").fill(user.username)
+    form.locator("input[name=password]").fill(password)
+    page.get_by_test_id("login-submit").click()
+    page.wait_for_url(f"{server}/api/v1/conversations/")
+    expect(page.get_by_test_id("api-logout")).to_be_visible()
 
     response = page.goto(f"{server}/api/v1/")
     policy = response.headers["content-security-policy"]

@@ -11,6 +11,7 @@ from chat.api.root import link_templates
 from chat.api.urls import urlpatterns
 from chat.models import Message
 from chat.services import conversation_create
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -249,3 +250,21 @@ def test_an_unticked_checkbox_in_a_patch_form_clears_its_flag():
         serializer = Flags(data=QueryDict(sent), partial=True)
         assert serializer.is_valid()
         assert serializer.validated_data == {"pinned": pinned}
+
+
+def test_the_browsable_api_logs_in_and_out_through_the_site(client, user):
+    """Signed out, an API page links to the site's login page, which comes back to it;
+    signed in, it names the user and has a log-out button."""
+    page = client.get("/api/v1/conversations/?page=1", **HTML)
+    assert page.status_code == 401
+    html = page.content.decode()
+    assert 'href="/accounts/login/?next=/api/v1/conversations/%3Fpage%3D1"' in html
+    response = client.post(
+        "/accounts/login/?next=/api/v1/conversations/%3Fpage%3D1",
+        {"username": user.username, "password": PASSWORD},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/api/v1/conversations/?page=1"
+    html = client.get("/api/v1/conversations/", **HTML).content.decode()
+    assert f'<li class="navbar-text">{user.username}</li>' in html
+    assert 'action="/accounts/logout/"' in html
