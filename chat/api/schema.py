@@ -47,7 +47,14 @@ class ErrorSerializer(serializers.Serializer):
         required=False, help_text="400 `invalid` only: the codes for each field."
     )
     retry_after = serializers.IntegerField(
-        required=False, help_text="429 `throttled` only: seconds to wait (as `Retry-After`)."
+        required=False,
+        help_text="429 `throttled` and `token_budget_exhausted` only: seconds to wait "
+        "(as `Retry-After`).",
+    )
+    resets_at = serializers.DateTimeField(
+        required=False,
+        help_text="429 `token_budget_exhausted` only: when today's allowance starts again "
+        "(the next UTC midnight).",
     )
 
 

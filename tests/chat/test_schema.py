@@ -346,3 +346,27 @@ def test_the_resume_pattern_matches_the_positions_the_server_issues(schema):
         assert not re.fullmatch(pattern, bad)
         with pytest.raises(InvalidResumePosition):
             ResumePosition.parse(bad)
+
+
+def _subclasses(cls) -> set[type]:
+    return {cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))}
+
+
+def test_the_error_component_declares_every_field_an_error_body_carries(schema):
+    """Every domain error's body (chat/errors.py) and the handler's validation and throttle
+    bodies use only the `Error` component's fields, with `code` and `message` required."""
+    from chat.errors import ChatError, TokenBudgetExhausted
+
+    error = schema["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"code", "message"}
+    declared = set(error["properties"])
+    bodies = [
+        TokenBudgetExhausted(retry_after=60, resets_at="2026-01-02T00:00:00Z").body,
+        {"code": "invalid", "message": "m", "errors": {}, "error_codes": {}},
+        {"code": "throttled", "message": "m", "retry_after": 3},
+    ]
+    for cls in _subclasses(ChatError) - {TokenBudgetExhausted}:
+        bodies.append(cls().body)
+    for body in bodies:
+        assert set(body) <= declared, body
+    assert error["properties"]["resets_at"]["format"] == "date-time"
