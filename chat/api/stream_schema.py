@@ -16,6 +16,9 @@ holds them to what the code sends.
 
 from __future__ import annotations
 
+import re
+
+from django.urls import get_resolver
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
@@ -31,8 +34,7 @@ from chat.errors import (
 )
 from chat.models import Message
 
-STREAM_PATH = "/stream/conversations/{conversation_id}/"
-STREAM_ROUTE = "stream/conversations/<uuid:conversation_id>/"
+STREAM_URL_NAME = "conversation-stream"
 
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # A resume position (chat/events.py): `<message id>:<characters the client has>`, or `:end`.
@@ -256,8 +258,15 @@ class StreamSchemaView(APIView):
 
 
 def add_stream_endpoint(endpoints: list) -> list:
-    """drf-spectacular's `PREPROCESSING_HOOKS`: the stream among the endpoints."""
-    return [*endpoints, (STREAM_PATH, STREAM_ROUTE, "GET", StreamSchemaView.as_view())]
+    """drf-spectacular's `PREPROCESSING_HOOKS`: the stream among the endpoints, at the
+    route the URL conf gives it (`stream/conversations/<uuid:conversation_id>/`)."""
+    (route,) = (
+        str(pattern.pattern)
+        for pattern in get_resolver().url_patterns
+        if getattr(pattern, "name", None) == STREAM_URL_NAME
+    )
+    path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
+    return [*endpoints, (path, route, "GET", StreamSchemaView.as_view())]
 
 
 def add_event_components(result: dict, generator, request, public) -> dict:

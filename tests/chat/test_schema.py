@@ -7,6 +7,7 @@ import re
 
 import pytest
 import yaml
+from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
@@ -221,6 +222,10 @@ def test_the_stream_is_documented_with_its_parameters_and_refusals(schema):
     """`GET /stream/conversations/{conversation_id}/` is in the schema: a `text/event-stream`
     200 of `StreamEvent`s, its `token` and `last_event_id` query parameters and the
     `Last-Event-ID` header, and each refusal with its code and the one error body."""
+    conversation_id = "0b4f5a2e-8f7a-4d7c-9d55-2d8c9c7f0a11"
+    assert STREAM.format(conversation_id=conversation_id) == reverse(
+        "conversation-stream", kwargs={"conversation_id": conversation_id}
+    )
     operation = schema["paths"][STREAM]["get"]
     assert set(schema["paths"][STREAM]) == {"get"}
     ok = operation["responses"]["200"]["content"]
