@@ -11,10 +11,11 @@ Nothing is added to the site for the example, and its strict CSP is not bypassed
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from chat.models import Message
 from tests.conftest import ROOT
@@ -26,6 +27,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 EXAMPLE = ROOT / "docs" / "examples" / "js"
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript"}
+
+
+@pytest.fixture(scope="module")
+def daphne_short_token_demo(start_daphne):
+    """The demo model at 15 tokens/s (about 10 s an answer) with stream tokens that expire
+    after 2 seconds, and reconnects retried after 0.5 s."""
+    return start_daphne(
+        ANTHROPIC_API_KEY="",
+        CHAT_DEMO_TOKENS_PER_SECOND="15",
+        CHAT_STREAM_TOKEN_LIFETIME_SECONDS="2",
+        CHAT_SSE_RETRY_MS="500",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +73,16 @@ def open_example(page: Page, origin: str, site_url: str) -> None:
     page.goto(f"{origin}/examples/js/index.html")
 
 
+def log_in(page: Page, user, password) -> Locator:
+    """Fill the example's login form; returns its log once the stream is open."""
+    page.fill("#login input[name=username]", user.username)
+    page.fill("#login input[name=password]", password)
+    page.click("#login button[type=submit]")
+    log = page.locator("#log")
+    expect(log).to_contain_text("stream open")
+    return log
+
+
 def answer_text(page: Page, min_chars: int) -> str:
     page.wait_for_function(
         "n => document.querySelector('#answer').textContent.length >= n", arg=min_chars
@@ -82,12 +105,7 @@ def test_the_js_example_streams_resumes_after_a_drop_and_stops(
     streams = []  # the browser's requests for the event stream
     page.on("request", lambda r: streams.append(r) if "/stream/conversations/" in r.url else None)
     open_example(page, proxy.url, daphne_paced_demo.url)
-
-    page.fill("#login input[name=username]", user.username)
-    page.fill("#login input[name=password]", password)
-    page.click("#login button[type=submit]")
-    log = page.locator("#log")
-    expect(log).to_contain_text("stream open")
+    log = log_in(page, user, password)
 
     page.click("#composer button[type=submit]")
     before_drop = answer_text(page, 40)
@@ -123,3 +141,44 @@ def test_the_js_example_streams_resumes_after_a_drop_and_stops(
     assert len(stopped.content) < len(stored.content)
 
     assert violations == [] and errors == []
+
+
+def test_the_js_example_resumes_with_a_new_token_once_its_token_expired(
+    open_context, daphne_short_token_demo, droppable_proxy, user, password
+):
+    """Stream tokens live 2 s. The connection drops after the page's token expired: the
+    browser's own reconnect is refused (401) and EventSource gives up; the client mints a
+    new token and opens a new stream with `?last_event_id=`. The page ends with exactly the
+    stored answer."""
+    proxy = droppable_proxy(daphne_short_token_demo.url)
+    page = open_context().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    streams: list[tuple[int, str]] = []
+    page.on(
+        "response",
+        lambda r: streams.append((r.status, r.url)) if "/stream/conversations/" in r.url else None,
+    )
+    open_example(page, proxy.url, daphne_short_token_demo.url)
+    log = log_in(page, user, password)
+    token_minted = time.monotonic()  # just before the stream opened
+
+    page.click("#composer button[type=submit]")
+    before_drop = answer_text(page, 20)
+    page.wait_for_timeout(max(0.0, 2.5 - (time.monotonic() - token_minted)) * 1000)
+    assert page.locator("#answer-status").get_attribute("data-status") == "streaming"
+    assert proxy.drop_connections() > 0
+    expect(page.locator("#answer-status")).to_have_attribute(
+        "data-status", "complete", timeout=30_000
+    )
+
+    answer_id = page.locator("#answer").get_attribute("data-message-id")
+    stored = wait_for_final(answer_id)
+    assert page.locator("#answer").text_content() == stored.content
+    assert stored.content.startswith(before_drop)
+    statuses = [status for status, _ in streams]
+    assert statuses == [200, 401, 200], streams
+    assert streams[1][1] == streams[0][1]  # the browser's own reconnect, with the old token
+    assert f"last_event_id={answer_id}%3A" in streams[2][1], streams
+    assert log.text_content().count(f"message_start {answer_id}") == 1
+    assert errors == []
