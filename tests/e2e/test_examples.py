@@ -7,6 +7,7 @@ beside the shared browser).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -80,3 +81,33 @@ def test_the_python_example_streams_resumes_without_gap_or_repeat_and_stops(
     assert stopped.status == second["status"] == "cancelled"
     assert second["text"] == stopped.content and second["same"] == "True"
     assert 40 <= len(stopped.content) < len(stored.content)
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("chat_client_example", PYTHON_EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_python_examples_reader_skips_stream_events_and_catches_gaps(capsys):
+    """Events about the stream (`auth_revoked`, whose `message` is a string) and other
+    messages are skipped; `reset` starts the message again; a delta whose position does
+    not follow the text assembled so far is refused."""
+    example = load_example()
+    answer = example.Answer("m1")
+    events = [
+        ("message_start", {"message": {"id": "m0", "role": "assistant"}}, "m0:0"),
+        ("delta", {"message_id": "m1", "text": "Hel"}, "m1:3"),
+        ("error", {"message_id": None, "code": "auth_revoked", "message": "Signed out."}, ""),
+        ("reset", {"reason": "position_beyond_text", "message": "Again."}, ""),
+        ("message_start", {"message": {"id": "m1", "role": "assistant"}}, "m1:0"),
+        ("delta", {"message_id": "m1", "text": "Hello"}, "m1:5"),
+        ("message_end", {"message_id": "m1", "status": "complete"}, "m1:end"),
+    ]
+    assert answer.read(iter(events)) is True
+    assert (answer.text, answer.status, answer.last_event_id) == ("Hello", "complete", "m1:end")
+
+    repeated = example.Answer("m1")
+    with pytest.raises(AssertionError, match="gap or repeat at m1:4"):  # "l" sent twice
+        repeated.read(iter([events[1], ("delta", {"message_id": "m1", "text": "lo"}, "m1:4")]))

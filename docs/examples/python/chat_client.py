@@ -78,8 +78,9 @@ class Answer:
             if event == "reset":  # the server will send the message again in full
                 self.text = ""
                 continue
-            if (data.get("message_id") or data.get("message", {}).get("id")) != self.id:
-                continue
+            message_id = data["message"]["id"] if event == "message_start" else None
+            if (message_id or data.get("message_id")) != self.id:
+                continue  # another message, or about the stream (`auth_revoked`)
             if event == "delta":
                 # A delta's id is "<message id>:<characters the client now has>": proof
                 # that nothing was skipped or repeated (the server guarantees it).
@@ -150,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if not ended:
         print(f"\n== connection dropped; resuming with Last-Event-ID {answer.last_event_id}")
     # 3. Reconnect with the last id we saw until the answer ends. (A real client waits the
-    #    stream's `retry:` interval between attempts, and gives up after a while.)
-    while not ended:
+    #    stream's `retry:` interval between attempts.)
+    for _attempt in range(5):
+        if ended:
+            break
         with open_stream(client, conversation_id, answer.last_event_id) as events:
             ended = answer.read(events)
     report(client, conversation_id, answer)
@@ -162,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         sent = client.post(messages, {"content": "Now tell me a long story, please."})
         stopped = Answer(sent["assistant_message"]["id"])
         stopped.read(events, stop_after=args.drop_after)
-        cancelled = client.post(f"/api/v1/messages/{stopped.id}/cancel/")
-        print(f"\n== stop requested: the answer is {cancelled['status']}")
+        try:
+            cancelled = client.post(f"/api/v1/messages/{stopped.id}/cancel/")
+            print(f"\n== stop requested: the answer is {cancelled['status']}")
+        except ApiError as error:
+            if error.code != "message_finished":
+                raise
+            print("\n== the answer finished before the stop arrived")
         stopped.read(events)
     report(client, conversation_id, stopped)
     return 0
