@@ -66,10 +66,13 @@ def _preview(text: str) -> str:
     return Truncator(" ".join(text.split())).chars(PREVIEW_CHARS)
 
 
-def _tokens(message: Message) -> str | None:
+def _tokens(message: Message) -> str:
     if message.input_tokens is None and message.output_tokens is None:
-        return None  # the admin shows its empty value
-    return f"{message.input_tokens or 0} / {message.output_tokens or 0}"
+        return "-"
+    # An answer stopped or broken mid-stream has input tokens but no output count.
+    return " / ".join(
+        "-" if n is None else str(n) for n in (message.input_tokens, message.output_tokens)
+    )
 
 
 def messages_url(**filters) -> str:
@@ -98,7 +101,9 @@ class MessageInline(admin.TabularInline):
     extra = 0
     fields = ("short_id", "role", "status_cue", "preview", "tokens", "created_at")
     readonly_fields = fields
-    show_change_link = True
+    # The id links to the message's page: the inline's own change link comes with the
+    # message's `str()` above every row (hidden in chat/admin.css).
+    show_change_link = False
     verbose_name_plural = f"latest {INLINE_MESSAGES} messages"
 
     def has_add_permission(self, request, obj=None):
@@ -112,7 +117,8 @@ class MessageInline(admin.TabularInline):
 
     @admin.display(description="id")
     def short_id(self, obj: Message) -> str:
-        return _short_id(obj.pk)
+        url = reverse("admin:chat_message_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _short_id(obj.pk))
 
     @admin.display(description="status")
     def status_cue(self, obj: Message) -> str:
@@ -148,9 +154,9 @@ class ConversationAdmin(admin.ModelAdmin):
         return obj._message_count
 
     @admin.display(description="messages")
-    def all_messages(self, obj: Conversation) -> str | None:
+    def all_messages(self, obj: Conversation) -> str:
         if obj.pk is None:
-            return None  # the admin shows its empty value
+            return "-"
         return format_html(
             '<a href="{}">All {} messages</a> (the list below shows the latest {})',
             messages_url(conversation__id__exact=obj.pk),
@@ -280,7 +286,7 @@ class MessageAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}">{}</a>',
             reverse("admin:chat_conversation_change", args=[conversation.pk]),
-            Truncator(str(conversation)).chars(40),
+            Truncator(str(conversation)).chars(30),
         )
 
     @admin.display(description="owner", ordering="conversation__owner__username")

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from chat.admin import INLINE_MESSAGES, OWNER_CHOICES, PREVIEW_CHARS, OwnerFilter
 from chat.models import Conversation, Message
+from tests.e2e.admin import _FormFields
 
 CHANGELIST = "/admin/chat/message/"
 
@@ -79,10 +80,13 @@ def test_the_list_shows_short_ids_a_one_line_preview_and_links(admin_client, cha
 
 @pytest.mark.django_db
 def test_failed_and_interrupted_answers_stand_out(admin_client, chat):
+    """Their status cells have a class of their own (in colour with a mark, chat/admin.css)."""
     answer(chat, status="failed", content="", error_code="upstream_overloaded")
-    answer(chat, status="interrupted", content="Half")
+    answer(chat, status="interrupted", content="Half", input_tokens=7)
     answer(chat, status="cancelled", content="Stopped")
     html = admin_client.get(CHANGELIST).content.decode()
+    # Broken mid-stream: the input tokens the model reported, no output count.
+    assert '<td class="field-tokens">7 / -</td>' in html
     assert 'class="chat-status chat-status-trouble chat-status-failed">failed<' in html
     assert 'class="chat-status chat-status-trouble chat-status-interrupted">interrupted<' in html
     assert 'class="chat-status chat-status-ok chat-status-cancelled">cancelled<' in html
@@ -172,8 +176,38 @@ def test_a_conversation_page_shows_its_latest_messages_and_links_to_all(admin_cl
     html = response.content.decode()
     shown = re.findall(r'<td class="field-preview">\s*<p>message (\d\d)</p>', html)
     assert shown == [f"{n:02}" for n in range(5, INLINE_MESSAGES + 5)]
-    assert "<textarea" not in html.split('id="messages-group"')[1]  # read-only
+    inline = html.split('id="messages-group"')[1]
+    assert "<textarea" not in inline  # read-only
+    newest = messages[-1]
+    assert (
+        f'<a href="{reverse("admin:chat_message_change", args=[newest.pk])}">'
+        f'<span class="chat-id" title="{newest.pk}">{str(newest.pk)[:8]}</span></a>'
+    ) in inline
     link = reverse("admin:chat_message_changelist") + f"?conversation__id__exact={chat.pk}"
     assert f'<a href="{link}">All {len(messages)} messages</a>' in html
     listed = rows(admin_client.get(link))
     assert set(listed) == set(messages) and other not in listed
+
+
+@pytest.mark.django_db
+def test_a_conversation_with_more_messages_than_shown_saves(admin_client, chat):
+    """The read-only, capped inline does not get in the way of saving the conversation:
+    the title changes, no message does."""
+    for n in range(INLINE_MESSAGES + 2):
+        answer(chat, content=f"message {n:02}")
+    url = reverse("admin:chat_conversation_change", args=[chat.pk])
+    parser = _FormFields("conversation_form")
+    parser.feed(admin_client.get(url).content.decode())
+    fields: dict[str, list[str]] = {}
+    for name, value in parser.fields:
+        fields.setdefault(name, []).append(value)
+    assert fields["messages-INITIAL_FORMS"] == [str(INLINE_MESSAGES)]
+    fields["title"] = ["Renamed"]
+
+    response = admin_client.post(url, fields)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    chat.refresh_from_db()
+    assert chat.title == "Renamed"
+    assert sorted(chat.messages.values_list("content", flat=True)) == [
+        f"message {n:02}" for n in range(INLINE_MESSAGES + 2)
+    ]
