@@ -13,7 +13,8 @@ from datetime import timedelta
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q
+from django.core.exceptions import ValidationError
+from django.db.models import Count
 from django.db.models.functions import Left
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
@@ -194,25 +195,34 @@ class OwnerFilter(admin.SimpleListFilter):
     parameter_name = "owner"
 
     def lookups(self, request, model_admin):
+        # Counted from this week's messages only (not every user's every message).
         since = timezone.now() - timedelta(days=7)
-        users = get_user_model().objects.annotate(
-            _recent=Count(
-                "conversations__messages", filter=Q(conversations__messages__created_at__gte=since)
-            )
+        recent = (
+            Message.objects.filter(created_at__gte=since)
+            .values_list("conversation__owner")
+            .annotate(n=Count("pk"))
+            .order_by("-n", "conversation__owner")[:OWNER_CHOICES]
         )
-        active = list(users.filter(_recent__gt=0).order_by("-_recent", "pk")[:OWNER_CHOICES])
-        selected = self.value()
-        if selected and selected.isdigit() and all(str(u.pk) != selected for u in active):
-            active += list(users.filter(pk=selected))
-        return [(str(u.pk), u.get_username()) for u in active]
+        pks = [pk for pk, _ in recent]
+        selected = self._selected_pk()
+        if selected is not None and selected not in pks:
+            pks.append(selected)
+        users = get_user_model().objects.in_bulk(pks)
+        return [(str(pk), users[pk].get_username()) for pk in pks if pk in users]
 
     def queryset(self, request, queryset):
-        value = self.value()
-        if value is None:
+        if self.value() is None:
             return queryset
-        if not value.isdigit():
+        selected = self._selected_pk()
+        if selected is None:  # not an id at all: nobody's
             return queryset.none()
-        return queryset.filter(conversation__owner_id=value)
+        return queryset.filter(conversation__owner_id=selected)
+
+    def _selected_pk(self):
+        try:
+            return get_user_model()._meta.pk.to_python(self.value())
+        except ValidationError:
+            return None
 
 
 class _MessageChangeList(ChangeList):
