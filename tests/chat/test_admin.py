@@ -49,6 +49,8 @@ def test_the_list_shows_short_ids_a_one_line_preview_and_links(admin_client, cha
     # The whole id appears only in attributes (title, the row's link and checkbox), never as
     # text a column would wrap.
     assert not re.search(rf">[^<]*{full}[^<]*<", html)
+    # Each row's checkbox is still labelled with the message's str() (its text's start).
+    assert 'aria-label="Select this object for an action - assistant complete: First line' in html
     preview = re.search(r'<span class="chat-preview">([^<]*)</span>', html)[1]
     assert preview.startswith("First line second line xxx")
     assert len(preview) == PREVIEW_CHARS and preview.endswith("…")
@@ -216,3 +218,21 @@ def test_a_conversation_with_more_messages_than_shown_saves(admin_client, chat):
     assert sorted(chat.messages.values_list("content", flat=True)) == [
         f"message {n:02}" for n in range(INLINE_MESSAGES + 2)
     ]
+
+
+@pytest.mark.django_db
+def test_the_list_costs_the_same_queries_for_many_rows(admin_client, chat, user):
+    """No query per row: conversations and owners are joined, the preview is cut in SQL."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(CHANGELIST).status_code == 200
+        return len(captured)
+
+    answer(chat)
+    few = queries()
+    for n in range(30):
+        answer(Conversation.objects.create(owner=user, title=f"chat {n}", model="m"), "failed")
+    assert queries() == few
