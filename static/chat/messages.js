@@ -172,11 +172,12 @@ export function setMeta(bubble) {
   meta.replaceChildren();
   meta.removeAttribute("title");
   if (!isAssistant(bubble)) return;
-  meta.append(span("message__model", "message-model", modelLabel(bubble.dataset.model)));
+  const label = modelLabel(bubble.dataset.model);
+  meta.append(span("message__model", "message-model", label));
   const { inputTokens, outputTokens, usageEstimated } = bubble.dataset;
   if (ACTIVE.has(bubble.dataset.status) || !inputTokens) return;
   const mark = usageEstimated === "true" ? "~" : "";
-  let usage = ` · ${mark}${inputTokens} in`;
+  let usage = `${label ? " · " : ""}${mark}${inputTokens} in`;
   if (outputTokens) usage += ` · ${mark}${outputTokens} out`;
   meta.append(span("message__usage", "message-usage", usage));
   if (mark) {

@@ -744,14 +744,16 @@ def test_answers_show_their_model_and_token_usage(client, alice, two_models):
         output_tokens=2,
         usage_estimated=True,
     )
+    # From before models were recorded: no label, and no separator before the usage.
+    add_message(conversation, role="assistant", content="old", input_tokens=1, output_tokens=1)
     client.force_login(alice)
 
     html = client.get(page_url(conversation)).content.decode()
 
     labels = re.findall(r'data-testid="message-model">([^<]*)<', html)
-    assert labels == ["Model B", "demo"]
+    assert labels == ["Model B", "demo", ""]
     usage = re.findall(r'data-testid="message-usage">([^<]*)<', html)
-    assert usage == [" · 12 in · 34 out", " · ~5 in · ~2 out"]
+    assert usage == [" · 12 in · 34 out", " · ~5 in · ~2 out", "1 in · 1 out"]
     meta = by_testid(html, "message-meta")
     assert "estimates" in meta[1]["title"]
     assert "title" not in meta[0]
