@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from .errors import NotFound
@@ -17,6 +17,22 @@ from .providers import ChatTurn
 
 def conversation_list(*, user) -> QuerySet[Conversation]:
     return Conversation.objects.visible_to(user).order_by("-updated_at")
+
+
+def conversation_list_for_sidebar(
+    *, user, current_id: uuid.UUID | str | None = None
+) -> QuerySet[Conversation]:
+    """The page's sidebar: the user's conversations that have a message, and the open one.
+
+    The page makes a conversation with its first message, but API clients can create
+    empty ones (and the page once made one for every click on "New conversation"): they
+    stay out of the sidebar until they have a message, unless one is being viewed. The
+    API's list (`conversation_list`) still lists them all.
+    """
+    shown = Q(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
+    if current_id is not None:
+        shown |= Q(pk=current_id)
+    return conversation_list(user=user).filter(shown)
 
 
 def conversation_get_for_user(*, user, conversation_id: uuid.UUID | str) -> Conversation:

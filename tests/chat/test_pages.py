@@ -155,7 +155,9 @@ def test_home_lists_own_conversations_most_recent_first(client, alice, bob):
     """The sidebar lists only the user's own conversations, most recently updated first."""
     old = make_conversation(alice, title="Old topic", updated_ago=timedelta(days=2))
     new = make_conversation(alice, title="New topic", updated_ago=timedelta(minutes=1))
-    make_conversation(bob, title="Bob topic")
+    bobs = make_conversation(bob, title="Bob topic")
+    for conversation in (old, new, bobs):
+        add_message(conversation, role="user", content="Hello")
     client.force_login(alice)
 
     html = client.get(reverse("chat:home")).content.decode()
@@ -178,6 +180,37 @@ def test_untitled_conversation_is_labelled_by_its_first_question(client, alice):
 
     assert "How do tides work?" in html
     assert "Untitled conversation" not in html
+
+
+def test_sidebar_leaves_out_conversations_without_messages(client, alice):
+    """An empty conversation (made through the API, or by an older page for every click
+    on "New conversation") is not listed until it has a message; the API lists it."""
+    chatted = make_conversation(alice, title="Chatted")
+    add_message(chatted, role="user", content="Hi")
+    make_conversation(alice, title="Empty one")
+    make_conversation(alice)
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    links = by_testid(html, "conversation-link")
+    assert [link["data-conversation-id"] for link in links] == [str(chatted.pk)]
+    assert "Untitled conversation" not in html
+    assert client.get(reverse("conversation-list")).json()["count"] == 3
+
+
+def test_an_empty_conversation_is_listed_while_it_is_open(client, alice):
+    """The open conversation is in the sidebar even before its first message; other empty
+    ones are not."""
+    empty = make_conversation(alice, title="Just made")
+    make_conversation(alice, title="Another empty")
+    client.force_login(alice)
+
+    html = client.get(page_url(empty)).content.decode()
+
+    links = by_testid(html, "conversation-link")
+    assert [link["data-conversation-id"] for link in links] == [str(empty.pk)]
+    assert links[0]["aria-current"] == "page"
 
 
 def test_home_rejects_post(client, alice):
