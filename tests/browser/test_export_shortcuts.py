@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import expect
 
 from chat.models import Conversation, Message
-from tests.browser.helpers import bubble, log_in, send_with_enter, wait_until_idle
-from tests.e2e.client import wait_for_final
+from tests.browser.helpers import bubble, log_in, send_with_enter, wait_until_idle, words
+from tests.e2e.client import fake, wait_for_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -211,6 +211,26 @@ def test_shortcuts_copy_the_last_answer_focus_the_composer_and_start_a_new_chat(
     page.keyboard.press("Control+Shift+O")
     page.wait_for_url(f"{daphne_anthropic.url}/")
     assert Conversation.objects.filter(owner=user).count() == 1
+
+
+def test_shift_escape_does_not_stop_an_answer(open_context, daphne_anthropic, user, password):
+    """Shift+Esc is "focus the message box", never Esc's "stop the answer": an answer
+    streaming meanwhile goes on (no cancel request), and plain Esc still stops it."""
+    page, _, _ = open_seeded(open_context(), daphne_anthropic, user, password)
+    cancels = []
+    page.on("request", lambda r: cancels.append(r.url) if r.url.endswith("/cancel/") else None)
+    sent = send_with_enter(page, f"Go on {fake(text=words(80, 'w'), tps=10)}")
+    answer = bubble(page, sent["assistant_message"]["id"])
+    expect(answer).to_have_attribute("data-status", "streaming")
+
+    page.keyboard.press("Shift+Escape")
+    page.wait_for_timeout(300)
+    assert cancels == []
+    expect(answer).to_have_attribute("data-status", "streaming")
+
+    page.keyboard.press("Escape")
+    expect(answer).to_have_attribute("data-status", "cancelled")
+    assert len(cancels) == 1
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
