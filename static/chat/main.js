@@ -10,6 +10,9 @@
 //   composer.js  the composer: send, stop, regenerate, paused budget, errors, updateUi
 //   sidebar.js   the sidebar and new conversations
 //   dialogs.js   rename, conversation settings, delete
+//   shortcuts.js keyboard shortcuts and the "Keyboard shortcuts" dialog (`?`)
+//   menus.js     closing the header's <details> menus (Export)
+//   times.js     message times in the reader's time zone
 // static/chat/markdown.js stays a classic deferred script (see its header).
 
 import {
@@ -29,6 +32,7 @@ import {
   saveSettings,
   startRename,
 } from "./dialogs.js";
+import { watchMenus } from "./menus.js";
 import {
   activeAssistant,
   allBubbles,
@@ -44,8 +48,10 @@ import {
   updateJump,
 } from "./messages.js";
 import { cfg, el, hooks, markdown, NEAR_BOTTOM_PX, root, state } from "./page.js";
+import { installShortcuts } from "./shortcuts.js";
 import { newConversation, phone, setSidebar, sidebarOpen, syncSidebar } from "./sidebar.js";
 import { connect, watchConnectivity } from "./stream.js";
+import { showTimes } from "./times.js";
 
 function start() {
   // The calls other modules make back into the composer (see page.js).
@@ -99,7 +105,7 @@ function start() {
     const bubble = button.closest('[data-testid="message"]');
     switch (button.dataset.action) {
       case "new-conversation":
-        newConversation(button);
+        newConversation();
         break;
       case "copy-message":
         copyFrom(button, textOf(bubble));
@@ -196,6 +202,10 @@ function start() {
   phone.addEventListener("change", syncSidebar);
 
   watchConnectivity();
+  // Their keydown listeners capture: a key they handle never reaches the ones above.
+  installShortcuts();
+  watchMenus();
+  showTimes();
 
   // Server-rendered history: highlight its code blocks and give them copy buttons.
   for (const bubble of allBubbles()) {

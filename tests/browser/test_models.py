@@ -85,12 +85,6 @@ def test_the_home_page_starts_a_conversation_on_the_chosen_model(
         "Claude Opus 4.5"
     )
 
-    # "New conversation" on the home page takes the chosen model too.
-    page.goto(f"{daphne_anthropic.url}/")
-    page.get_by_test_id("composer-model").select_option("claude-haiku-4-5")
-    second = new_conversation(page)
-    assert Conversation.objects.get(pk=second).model == "claude-haiku-4-5"
-
 
 def test_a_demo_answer_says_demo_model(open_context, daphne_demo, user, password):
     """Without an API key the select offers the demo model alone, and its answers say
@@ -151,12 +145,7 @@ def test_the_model_select_label_and_totals_are_visible(
     colour)."""
     options = {"color_scheme": scheme, **(PHONE if device == "phone" else {})}
     page = log_in(open_context(**options), daphne_demo, user, password)
-    if device == "phone":  # the sidebar (and its button) is a drawer there
-        page.get_by_test_id("new-conversation-compact").click()
-        page.wait_for_url("**/c/*/")
-        wait_until_idle(page)
-    else:
-        new_conversation(page)
+    new_conversation(page)
     sent = send_with_enter(page, "Hello")
     answer_id = sent["assistant_message"]["id"]
     poll_until_final(page, answer_id)
