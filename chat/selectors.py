@@ -86,6 +86,21 @@ def message_get_for_user(*, user, message_id: uuid.UUID | str) -> Message:
     return message
 
 
+def message_latest_answer_id(*, conversation: Conversation) -> uuid.UUID | None:
+    """The newest answer's id: what a send without `parent` follows (the end of the
+    default branch, whose last message is always an answer)."""
+    return (
+        conversation.messages.filter(role=Message.Role.ASSISTANT)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def message_is_answer_in(*, conversation: Conversation, message_id: uuid.UUID | str) -> bool:
+    return conversation.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).exists()
+
+
 def message_user_turn(*, message: Message) -> Message | None:
     """The user message an answer replies to (for answers stored without `reply_to`)."""
     return (
@@ -116,47 +131,67 @@ def tokens_used_since(*, user_id: int, since: datetime) -> int:
 
 
 def message_history_for_run(*, message: Message) -> list[ChatTurn]:
-    """The turns the model sees before answer `message`.
+    """The turns the model sees before answer `message`: the branch it answers.
 
-    Every user turn, each followed by its latest non-empty answer. Earlier
-    attempts at a regenerated turn, and any attempt at the turn being answered
-    now, are left out.
+    The path from the root to the user message it replies to, oldest first: each user
+    message, the answer it followed (its `parent`), that answer's question (`reply_to`),
+    and so on. Other attempts at a turn and other branches are left out, and so are
+    answers with no text (one that failed before any).
     """
-    earlier = _history_rows(message)
-    answering = _db_value(Message._meta.get_field("reply_to"), message.reply_to_id)
-    latest_answer: dict[object, object] = {}  # turn -> pk of its latest non-empty answer
-    for pk, role, content, reply_to_id in earlier:
-        turn = reply_to_id or pk  # answers stored without `reply_to` stand alone
-        if role == Message.Role.ASSISTANT and content and turn != answering:
-            latest_answer[turn] = pk  # later attempts overwrite earlier ones
-    turns = []
-    for pk, role, content, reply_to_id in earlier:
-        if role == Message.Role.USER:
-            turns.append(ChatTurn(role="user", content=content))
-        elif latest_answer.get(reply_to_id or pk) == pk:
-            turns.append(ChatTurn(role="assistant", content=content))
-    return turns
+    return [
+        ChatTurn(role=role, content=content)
+        for role, content in _path_rows(message)
+        if role == Message.Role.USER or content
+    ]
 
 
-def _history_rows(message: Message) -> list[tuple]:
-    """(id, role, content, reply_to_id) of every message before `message`, oldest first.
+# The branch, walked up from a user message in one recursive query: a user message leads
+# to its `parent` answer, an answer to its `reply_to` question. Each step is a primary-key
+# lookup, and the walk stays in the conversation and is bounded, so a bad row (an admin's
+# edit making a loop) cannot make it run forever.
+_PATH_SQL = """
+WITH RECURSIVE "path" ("id", "role", "content", "next_id", "depth") AS (
+    SELECT "id", "role", "content",
+           CASE WHEN "role" = 'user' THEN "parent_id" ELSE "reply_to_id" END, 0
+    FROM "chat_message" WHERE "id" = %(start)s AND "conversation_id" = %(conversation)s
+  UNION ALL
+    SELECT m."id", m."role", m."content",
+           CASE WHEN m."role" = 'user' THEN m."parent_id" ELSE m."reply_to_id" END,
+           p."depth" + 1
+    FROM "chat_message" m JOIN "path" p ON m."id" = p."next_id"
+    WHERE m."conversation_id" = %(conversation)s AND p."depth" < %(limit)s
+)
+SELECT "role", "content" FROM "path" ORDER BY "depth" DESC
+"""
 
-    Every answer reads its conversation's history, and most of what the ORM spent here
-    was building the SELECT, not running it: 0.64 ms a call against 0.16 ms written out
-    (SQLite, ten turns, a loop of 2,000 calls), so it is written out. Ids come back as
-    the database stores them (a UUID on PostgreSQL, hex text on SQLite): they are only
-    compared with one another and with `_db_value` of an id.
+
+def _path_rows(message: Message) -> list[tuple[str, str]]:
+    """(role, content) of the branch ending at the user message `message` replies to,
+    oldest first.
+
+    Every answer reads its history, and most of what the ORM spent here was building the
+    SELECT, not running it: 0.64 ms a call against 0.16 ms written out (SQLite, ten turns,
+    a loop of 2,000 calls). The ORM cannot write a recursive query anyway.
     """
+    if message.reply_to_id is None:
+        return []
     with connection.cursor() as cursor:
         cursor.execute(
-            'SELECT "id", "role", "content", "reply_to_id" FROM "chat_message"'
-            ' WHERE "conversation_id" = %s AND "created_at" < %s ORDER BY "created_at"',
-            [
-                _db_value(Message._meta.get_field("conversation"), message.conversation_id),
-                _db_value(Message._meta.get_field("created_at"), message.created_at),
-            ],
+            _PATH_SQL,
+            {
+                "start": _db_value(Message._meta.get_field("reply_to"), message.reply_to_id),
+                "conversation": _db_value(
+                    Message._meta.get_field("conversation"), message.conversation_id
+                ),
+                "limit": _PATH_LIMIT,
+            },
         )
         return cursor.fetchall()
+
+
+# Far more messages than any conversation has (the page and the context window give up
+# long before); only there to end a walk round a loop.
+_PATH_LIMIT = 1_000_000
 
 
 def _db_value(field, value):
