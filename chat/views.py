@@ -60,6 +60,7 @@ def _page_urls(
         "regenerate_url_template": reverse(
             "message-regenerate", kwargs={"message_id": URL_PLACEHOLDER_ID}
         ),
+        "edit_url_template": reverse("message-edit", kwargs={"message_id": URL_PLACEHOLDER_ID}),
         "conversation_url_template": reverse(
             "chat:conversation", kwargs={"conversation_id": URL_PLACEHOLDER_ID}
         ),
