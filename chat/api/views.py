@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import uuid
+
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import generics, serializers, status
@@ -28,9 +31,26 @@ from chat.text import is_blank
 
 
 class ConversationOutputSerializer(serializers.ModelSerializer):
+    # Links a client (and the browsable API, which makes them clickable) can follow.
+    url = serializers.HyperlinkedIdentityField(
+        view_name="conversation-detail", lookup_url_kwarg="conversation_id"
+    )
+    messages_url = serializers.HyperlinkedIdentityField(
+        view_name="message-list", lookup_url_kwarg="conversation_id"
+    )
+
     class Meta:
         model = Conversation
-        fields = ("id", "title", "system_prompt", "model", "created_at", "updated_at")
+        fields = (
+            "id",
+            "url",
+            "messages_url",
+            "title",
+            "system_prompt",
+            "model",
+            "created_at",
+            "updated_at",
+        )
 
 
 class MessageOutputSerializer(serializers.Serializer):
@@ -63,11 +83,20 @@ class MessageOutputSerializer(serializers.Serializer):
         "each starting a branch). Null for answers.",
     )
     context_omitted_turns = serializers.IntegerField(read_only=True)
+    conversation_url = serializers.HyperlinkedRelatedField(
+        view_name="conversation-detail",
+        lookup_url_kwarg="conversation_id",
+        source="conversation",
+        read_only=True,
+    )
 
     def to_representation(self, message: Message) -> dict:
         # What DRF's generic `to_representation` makes of the fields above (a test
         # holds the two equal), without deep-copying thirteen fields per message:
         # every send returns two messages, and that copy was most of its rendering.
+        # The link is one `reverse()` per serializer, not per message: a page of a
+        # hundred messages shares the child serializer.
+        conversation_url = self._conversation_url
         return {
             "id": str(message.id),
             "role": message.role,
@@ -83,7 +112,14 @@ class MessageOutputSerializer(serializers.Serializer):
             "reply_to": str(message.reply_to_id) if message.reply_to_id else None,
             "parent": str(message.parent_id) if message.parent_id else None,
             "context_omitted_turns": message.context_omitted_turns,
+            "conversation_url": conversation_url.replace(
+                _PLACEHOLDER, str(message.conversation_id)
+            ),
         }
+
+    @functools.cached_property
+    def _conversation_url(self) -> str:
+        return _url_template(self.context["request"], "conversation-detail", "conversation_id")
 
 
 class MessageHistorySerializer(MessageOutputSerializer):
@@ -104,6 +140,12 @@ class MessageHistorySerializer(MessageOutputSerializer):
 
 
 _DATETIME = serializers.DateTimeField()
+_PLACEHOLDER = str(uuid.UUID(int=0))
+
+
+def _url_template(request, view_name: str, kwarg: str) -> str:
+    """The absolute URL of `view_name` with `_PLACEHOLDER` for its one id."""
+    return request.build_absolute_uri(reverse(view_name, kwargs={kwarg: _PLACEHOLDER}))
 
 
 def _datetime(value):
@@ -123,11 +165,19 @@ class MessageContentField(StrictCharField):
     """A message's text. Its length limit is checked by the service (413), not here (400);
     the schema declares it (chat/api/schema.py)."""
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("style", {"base_template": "textarea.html", "rows": 5})
+        super().__init__(**kwargs)
+
 
 class ConversationInputSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     system_prompt = StrictCharField(
-        max_length=20_000, required=False, allow_blank=True, trim_whitespace=False
+        max_length=20_000,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"base_template": "textarea.html"},
     )
     model = StrictCharField(max_length=100, required=False)
 
@@ -143,7 +193,7 @@ class MessageEditInputSerializer(serializers.Serializer):
         return value
 
 
-@extend_schema_serializer(component_name="MessageSendOutput")
+@extend_schema_serializer(component_name="MessageSendResult")
 class MessageSendOutputSerializer(serializers.Serializer):
     user_message = MessageOutputSerializer()
     assistant_message = MessageOutputSerializer()
@@ -169,7 +219,10 @@ class ConversationListCreateApi(generics.ListAPIView):
         data = ConversationInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         conversation = services.conversation_create(owner=request.user, **data.validated_data)
-        return Response(ConversationOutputSerializer(conversation).data, status=201)
+        return Response(
+            ConversationOutputSerializer(conversation, context={"request": request}).data,
+            status=201,
+        )
 
 
 class ConversationDetailApi(APIView):
@@ -178,7 +231,9 @@ class ConversationDetailApi(APIView):
         conversation = selectors.conversation_get_for_user(
             user=request.user, conversation_id=conversation_id
         )
-        return Response(ConversationOutputSerializer(conversation).data)
+        return Response(
+            ConversationOutputSerializer(conversation, context={"request": request}).data
+        )
 
     @extend_schema(request=ConversationInputSerializer, responses=ConversationOutputSerializer)
     def patch(self, request, conversation_id):
@@ -190,7 +245,9 @@ class ConversationDetailApi(APIView):
         conversation = services.conversation_update(
             conversation=conversation, **data.validated_data
         )
-        return Response(ConversationOutputSerializer(conversation).data)
+        return Response(
+            ConversationOutputSerializer(conversation, context={"request": request}).data
+        )
 
     @extend_schema(responses={204: None})
     def delete(self, request, conversation_id):
@@ -262,7 +319,9 @@ class MessageListCreateApi(generics.ListAPIView):
             content=data.validated_data["content"],
             parent_id=data.validated_data.get("parent"),
         )
-        return Response(self.OutputSerializer(result).data, status=201)
+        return Response(
+            self.OutputSerializer(result, context={"request": request}).data, status=201
+        )
 
 
 class StreamTokenApi(APIView):
@@ -311,7 +370,9 @@ class MessageCancelApi(APIView):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
         message = services.message_cancel(message=message, wait=self.WAIT_SECONDS)
         code = status.HTTP_202_ACCEPTED if message.is_active else status.HTTP_200_OK
-        return Response(MessageOutputSerializer(message).data, status=code)
+        return Response(
+            MessageOutputSerializer(message, context={"request": request}).data, status=code
+        )
 
 
 class MessageRegenerateApi(APIView):
@@ -329,7 +390,9 @@ class MessageRegenerateApi(APIView):
     def post(self, request, message_id):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
         answer = services.message_regenerate(message=message)
-        return Response(MessageOutputSerializer(answer).data, status=201)
+        return Response(
+            MessageOutputSerializer(answer, context={"request": request}).data, status=201
+        )
 
 
 class MessageEditApi(APIView):
@@ -357,4 +420,6 @@ class MessageEditApi(APIView):
         data = MessageEditInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.message_edit(message=message, content=data.validated_data["content"])
-        return Response(MessageSendOutputSerializer(result).data, status=201)
+        return Response(
+            MessageSendOutputSerializer(result, context={"request": request}).data, status=201
+        )
