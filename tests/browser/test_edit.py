@@ -23,7 +23,7 @@ from tests.browser.helpers import (
     snapshot,
     wait_until_idle,
 )
-from tests.e2e.client import fake, wait_for_final
+from tests.e2e.client import ChatApi, fake, wait_for_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -190,3 +190,39 @@ def test_the_edit_control_and_the_switcher_are_visible_and_usable(
     expect(bubble(page, str(answer.pk))).to_be_visible()
     expect(bubble(page, new_q)).to_be_hidden()
     expect(bubble(page, str(question.pk)).get_by_test_id("attempt-counter")).to_have_text("1 / 2")
+
+
+def test_an_edit_made_elsewhere_streams_on_its_branch_without_moving_the_page(
+    open_context, daphne_anthropic, user, password
+):
+    """Another client edits the second question while the page is open: its answer streams
+    on the other branch, and the page keeps showing the branch it showed (the new answer
+    hidden once placed, the edited turn now "1 / 2"); the reader can switch to the new
+    branch and sees its answer whole, and can send again once it has ended."""
+    conversation, (q1, a1, question, answer) = two_turns(user)
+    page = log_in(open_context(), daphne_anthropic, user, password)
+    page.goto(f"{daphne_anthropic.url}/c/{conversation.pk}/")
+    wait_until_idle(page)
+    before = visible_ids(page)
+    assert before == [str(m.pk) for m in (q1, a1, question, answer)]
+
+    elsewhere = ChatApi(daphne_anthropic.url, user.username, password)
+    response = elsewhere.http.post(
+        f"/api/v1/messages/{question.pk}/edit/",
+        json={"content": f"Edited elsewhere {fake(text='Answer from elsewhere.', tps=20)}"},
+    )
+    assert response.status_code == 201, response.text
+    new_q = response.json()["user_message"]["id"]
+    new_a = response.json()["assistant_message"]["id"]
+    expect(bubble(page, new_a)).to_be_attached()
+    assert wait_for_final(new_a).content == "Answer from elsewhere."
+    expect(bubble(page, new_a)).to_have_attribute("data-status", "complete")
+    expect(bubble(page, new_a)).to_be_hidden()
+    expect(bubble(page, new_q)).to_be_hidden()
+    assert visible_ids(page) == before
+    expect(bubble(page, str(question.pk)).get_by_test_id("attempt-counter")).to_have_text("1 / 2")
+    expect(page.get_by_test_id("composer-input")).to_be_enabled()
+
+    bubble(page, str(question.pk)).get_by_test_id("attempt-next").click()
+    assert visible_ids(page) == [str(q1.pk), str(a1.pk), new_q, new_a]
+    assert snapshot(page, new_a)["text"] == "Answer from elsewhere."
