@@ -187,6 +187,14 @@ def test_the_history_is_one_query(conversation, django_assert_num_queries):
         assert len(selectors.message_history_for_run(message=sent.assistant_message)) == 11
 
 
+def test_a_loop_made_by_hand_does_not_hang_the_history(conversation):
+    """Links edited by hand into a loop (a message following its own answer) end the walk."""
+    first = turn(conversation, "Q1", "A1")
+    Message.objects.filter(pk=first.user_message.pk).update(parent=first.assistant_message)
+    retry = services.message_regenerate(message=first.assistant_message)
+    assert history(retry) == [("assistant", "A1"), ("user", "Q1")]
+
+
 def test_edit_and_send_refusals(conversation, other_user, settings):
     first = turn(conversation, "Q1", "A1")
     with pytest.raises(NotAUserMessage):
