@@ -388,3 +388,14 @@ def test_the_page_shows_the_newest_branch_with_switchers_on_the_edited_turn(
     assert bubbles[str(edited.user_message.pk)]["data-parent"] == str(first.assistant_message.pk)
     assert ">1 / 2</span>" in html and ">2 / 2</span>" in html
     assert 'aria-label="Previous version"' in html
+
+
+def test_the_admin_shows_a_messages_links_without_a_select_of_every_message(
+    admin_client, conversation
+):
+    first = turn(conversation, "Q1", "A1")
+    second = turn(conversation, "Q2", "A2")
+    url = reverse("admin:chat_message_change", args=[second.user_message.pk])
+    html = admin_client.get(url).content.decode()
+    assert 'name="reply_to"' not in html and 'name="parent"' not in html
+    assert str(first.assistant_message) in html
