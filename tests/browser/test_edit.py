@@ -63,6 +63,10 @@ def test_an_edit_streams_a_new_branch_and_the_switcher_flips_between_branches(
 
     editor = open_editor(page, q2)
     expect(editor).to_have_value(f"Two {fake(text='Second answer.', tps=0)}")
+    editor.press("End")
+    editor.press("Shift+Enter")  # a new line, not a send
+    expect(editor).to_have_value(f"Two {fake(text='Second answer.', tps=0)}\n")
+    assert Message.objects.filter(conversation__owner=user).count() == 4
     editor.fill(f"Two, edited {fake(text='Edited answer, streamed.', tps=20)}")
     with page.expect_response(lambda r: r.url.endswith("/edit/")) as edited:
         editor.press("Enter")
@@ -192,6 +196,9 @@ def test_the_edit_control_and_the_switcher_are_visible_and_usable(
     expect(bubble(page, str(question.pk)).get_by_test_id("attempt-counter")).to_have_text("1 / 2")
 
 
+ELSEWHERE = " ".join(f"word{n:02d}" for n in range(40))  # 2 s at 20 deltas a second
+
+
 def test_an_edit_made_elsewhere_streams_on_its_branch_without_moving_the_page(
     open_context, daphne_anthropic, user, password
 ):
@@ -209,13 +216,18 @@ def test_an_edit_made_elsewhere_streams_on_its_branch_without_moving_the_page(
     elsewhere = ChatApi(daphne_anthropic.url, user.username, password)
     response = elsewhere.http.post(
         f"/api/v1/messages/{question.pk}/edit/",
-        json={"content": f"Edited elsewhere {fake(text='Answer from elsewhere.', tps=20)}"},
+        json={"content": f"Edited elsewhere {fake(text=ELSEWHERE, tps=20)}"},
     )
     assert response.status_code == 201, response.text
     new_q = response.json()["user_message"]["id"]
     new_a = response.json()["assistant_message"]["id"]
     expect(bubble(page, new_a)).to_be_attached()
-    assert wait_for_final(new_a).content == "Answer from elsewhere."
+    # While it streams, nothing can be edited or sent (the server would refuse: one run).
+    edit = bubble(page, str(q1.pk)).get_by_test_id("edit-message-button")
+    expect(edit).to_be_disabled()
+    expect(page.get_by_test_id("composer-input")).to_be_disabled()
+    assert wait_for_final(new_a).content == ELSEWHERE
+    expect(edit).to_be_enabled()
     expect(bubble(page, new_a)).to_have_attribute("data-status", "complete")
     expect(bubble(page, new_a)).to_be_hidden()
     expect(bubble(page, new_q)).to_be_hidden()
@@ -225,4 +237,4 @@ def test_an_edit_made_elsewhere_streams_on_its_branch_without_moving_the_page(
 
     bubble(page, str(question.pk)).get_by_test_id("attempt-next").click()
     assert visible_ids(page) == [str(q1.pk), str(a1.pk), new_q, new_a]
-    assert snapshot(page, new_a)["text"] == "Answer from elsewhere."
+    assert snapshot(page, new_a)["text"] == ELSEWHERE
