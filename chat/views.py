@@ -24,7 +24,7 @@ from chat.branches import default_branch
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
-from chat.selectors import LatestMessages, conversation_list, message_list_latest
+from chat.selectors import LatestMessages, conversation_list_for_sidebar, message_list_latest
 from chat.services import messages_html_fill
 
 # The page script swaps this id for a real one to build per-object URLs.
@@ -46,8 +46,10 @@ def _labelled(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
     )
 
 
-def _sidebar(request: HttpRequest) -> QuerySet[Conversation]:
-    return _labelled(conversation_list(user=request.user))
+def _sidebar(request: HttpRequest, current: Conversation | None = None) -> QuerySet[Conversation]:
+    return _labelled(
+        conversation_list_for_sidebar(user=request.user, current_id=current and current.pk)
+    )
 
 
 def _page_urls(
@@ -156,7 +158,7 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
         request,
         "chat/chat.html",
         {
-            "conversations": _sidebar(request),
+            "conversations": _sidebar(request, current),
             "conversation": current,
             "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": chat_messages,

@@ -63,4 +63,5 @@ export const conversationPageUrl = (id) => fromTemplate(cfg.conversationUrlTempl
 export const cancelUrl = (id) => fromTemplate(cfg.cancelUrlTemplate, id);
 export const regenerateUrl = (id) => fromTemplate(cfg.regenerateUrlTemplate, id);
 export const editUrl = (id) => fromTemplate(cfg.editUrlTemplate, id);
-export const messagesUrlFor = (id) => `${cfg.conversationsUrl}${encodeURIComponent(id)}/messages/`;
+export const conversationApiUrlFor = (id) => `${cfg.conversationsUrl}${encodeURIComponent(id)}/`;
+export const messagesUrlFor = (id) => `${conversationApiUrlFor(id)}messages/`;

@@ -12,6 +12,9 @@
 //   edit.js      editing a sent message: the edit box, and the new branch it sends
 //   sidebar.js   the sidebar and new conversations
 //   dialogs.js   rename, conversation settings, delete
+//   shortcuts.js keyboard shortcuts and the "Keyboard shortcuts" dialog (`?`)
+//   menus.js     closing the header's <details> menus (Export)
+//   times.js     message times in the reader's time zone
 // static/chat/markdown.js stays a classic deferred script (see its header).
 
 import {
@@ -31,6 +34,7 @@ import {
   saveSettings,
   startRename,
 } from "./dialogs.js";
+import { watchMenus } from "./menus.js";
 import {
   activeAssistant,
   allBubbles,
@@ -47,8 +51,10 @@ import {
 } from "./messages.js";
 import { startEdit } from "./edit.js";
 import { cfg, el, hooks, markdown, NEAR_BOTTOM_PX, root, state } from "./page.js";
+import { installShortcuts } from "./shortcuts.js";
 import { newConversation, phone, setSidebar, sidebarOpen, syncSidebar } from "./sidebar.js";
 import { connect, watchConnectivity } from "./stream.js";
+import { showTimes } from "./times.js";
 
 function start() {
   // The calls other modules make back into the composer (see page.js).
@@ -102,7 +108,7 @@ function start() {
     const bubble = button.closest('[data-testid="message"]');
     switch (button.dataset.action) {
       case "new-conversation":
-        newConversation(button);
+        newConversation();
         break;
       case "copy-message":
         copyFrom(button, textOf(bubble));
@@ -202,6 +208,10 @@ function start() {
   phone.addEventListener("change", syncSidebar);
 
   watchConnectivity();
+  // Their keydown listeners capture: a key they handle never reaches the ones above.
+  installShortcuts();
+  watchMenus();
+  showTimes();
 
   // Server-rendered history: highlight its code blocks and give them copy buttons.
   for (const bubble of allBubbles()) {
