@@ -72,6 +72,12 @@ class Message(models.Model):
     reply_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
     )
+    # For a user message: the answer it follows (null for a conversation's first message).
+    # Messages form a tree: several user messages with one parent are edits (branches),
+    # as several answers with one `reply_to` are regenerations. Answers leave it null.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     # The run's lease: which process owns it (its control channel) and until when.
     # An active message whose lease has expired belongs to a dead process.
     run_owner = models.CharField(max_length=200, blank=True)

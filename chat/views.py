@@ -20,6 +20,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
 from chat.api.pagination import MessageCursorPagination
+from chat.branches import default_branch
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
@@ -61,6 +62,7 @@ def _page_urls(
         "regenerate_url_template": reverse(
             "message-regenerate", kwargs={"message_id": URL_PLACEHOLDER_ID}
         ),
+        "edit_url_template": reverse("message-edit", kwargs={"message_id": URL_PLACEHOLDER_ID}),
         "conversation_url_template": reverse(
             "chat:conversation", kwargs={"conversation_id": URL_PLACEHOLDER_ID}
         ),
@@ -80,18 +82,22 @@ def _page_urls(
 
 
 def _thread(messages: list[Message]) -> list[Message]:
-    """Prepare the history for the template: rendered markdown, attempts and controls.
+    """Prepare the history for the template: rendered markdown, branches and controls.
 
-    Regenerating keeps the earlier answers (`reply_to` is the user turn they answer). The
-    page shows the latest attempt at each turn and hides the others behind an "n / m"
-    switcher. Only the answer that ends the conversation can be regenerated or retried.
-    `messages` are whole turns (see `message_list_latest`), so every switcher is complete.
+    Regenerating keeps the earlier answers (`reply_to` is the user turn they answer), and
+    editing keeps the earlier user message (`parent` is the answer both follow): the page
+    shows one path through them, the default branch (`chat/branches.py`), and hides the
+    rest behind "n / m" switchers. The answer that ends the path can be regenerated or
+    retried. `messages` are whole turns (see `message_list_latest`), so every switcher
+    of regenerations is complete.
     """
-    attempts: dict[object, list[Message]] = {}
+    places = default_branch(messages)
     for message in messages:
         message.body_html = ""
-        message.attempt = message.attempts = 1
-        message.superseded = message.can_regenerate = message.can_retry = False
+        place = places[message.pk]
+        message.attempt, message.attempts = place.number, place.siblings
+        message.off_branch = not place.visible
+        message.can_regenerate = message.can_retry = False
         if message.role == Message.Role.ASSISTANT:
             # A finished answer's HTML is stored (sanitized when it was rendered); the one
             # answer still being written is rendered as it stands (the script takes over).
@@ -99,14 +105,10 @@ def _thread(messages: list[Message]) -> list[Message]:
                 message.body_html = render_markdown(message.content)
             else:
                 message.body_html = mark_safe(message.html)  # noqa: S308 - sanitized when stored
-            attempts.setdefault(message.reply_to_id or message.pk, []).append(message)
-    for group in attempts.values():
-        for number, message in enumerate(group, start=1):
-            message.attempt, message.attempts = number, len(group)
-            message.superseded = number < len(group)
     busy = any(message.is_active for message in messages)
-    if messages and messages[-1].role == Message.Role.ASSISTANT and not busy:
-        last = messages[-1]
+    shown = [message for message in messages if not message.off_branch]
+    if shown and shown[-1].role == Message.Role.ASSISTANT and not busy:
+        last = shown[-1]
         last.can_retry = last.status in (Message.Status.FAILED, Message.Status.INTERRUPTED)
         last.can_regenerate = not last.can_retry
     return messages

@@ -30,9 +30,10 @@ from chat.conf import chat_settings
 from chat.errors import (
     ContentTooLong,
     ContextTooLong,
+    InvalidParent,
     MessageFinished,
     NotAnAnswer,
-    NotLatestAnswer,
+    NotAUserMessage,
     RunActive,
     TokenBudgetExhausted,
 )
@@ -77,7 +78,21 @@ class MessageOutputSerializer(serializers.Serializer):
     error_message = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     completed_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    reply_to = serializers.UUIDField(source="reply_to_id", read_only=True, allow_null=True)
+    reply_to = serializers.UUIDField(
+        source="reply_to_id",
+        read_only=True,
+        allow_null=True,
+        help_text="Answers: the user message answered (several answers to one user message "
+        "are regenerations). Null for user messages.",
+    )
+    parent = serializers.UUIDField(
+        source="parent_id",
+        read_only=True,
+        allow_null=True,
+        help_text="User messages: the answer this message follows, null for a "
+        "conversation's first message (several user messages with one parent are edits, "
+        "each starting a branch). Null for answers.",
+    )
     context_omitted_turns = serializers.IntegerField(read_only=True)
     conversation_url = serializers.HyperlinkedRelatedField(
         view_name="conversation-detail",
@@ -106,6 +121,7 @@ class MessageOutputSerializer(serializers.Serializer):
             "created_at": _datetime(message.created_at),
             "completed_at": _datetime(message.completed_at),
             "reply_to": str(message.reply_to_id) if message.reply_to_id else None,
+            "parent": str(message.parent_id) if message.parent_id else None,
             "context_omitted_turns": message.context_omitted_turns,
             "conversation_url": conversation_url.replace(
                 _PLACEHOLDER, str(message.conversation_id)
@@ -177,6 +193,23 @@ class ConversationInputSerializer(serializers.Serializer):
     model = StrictCharField(max_length=100, required=False)
 
 
+@extend_schema_serializer(component_name="MessageEditInput")
+class MessageEditInputSerializer(serializers.Serializer):
+    content = MessageContentField(trim_whitespace=False)
+
+    def validate_content(self, value: str) -> str:
+        # Blank includes invisible characters only (zero-width spaces, fillers...).
+        if is_blank(value):
+            raise serializers.ValidationError("This field may not be blank.", code="blank")
+        return value
+
+
+@extend_schema_serializer(component_name="MessageSendResult")
+class MessageSendOutputSerializer(serializers.Serializer):
+    user_message = MessageOutputSerializer()
+    assistant_message = MessageOutputSerializer()
+
+
 class ConversationListCreateApi(generics.ListAPIView):
     # A generic list view, so the schema declares the page (count, next, previous, results).
     pagination_class = ConversationPagination
@@ -245,19 +278,15 @@ class MessageListCreateApi(generics.ListAPIView):
     filter_backends = [MessageOrdering]
 
     @extend_schema_serializer(component_name="MessageSendInput")
-    class InputSerializer(serializers.Serializer):
-        content = MessageContentField(trim_whitespace=False)
+    class InputSerializer(MessageEditInputSerializer):
+        parent = serializers.UUIDField(
+            required=False,
+            help_text="The answer this message follows: the last answer of the branch the "
+            "sender reads (an assistant message of this conversation, else 400 "
+            "`invalid_parent`). Default: the conversation's newest answer.",
+        )
 
-        def validate_content(self, value: str) -> str:
-            # Blank includes invisible characters only (zero-width spaces, fillers...).
-            if is_blank(value):
-                raise serializers.ValidationError("This field may not be blank.", code="blank")
-            return value
-
-    @extend_schema_serializer(component_name="MessageSendResult")
-    class OutputSerializer(serializers.Serializer):
-        user_message = MessageOutputSerializer()
-        assistant_message = MessageOutputSerializer()
+    OutputSerializer = MessageSendOutputSerializer
 
     throttle_scope = "message_send"
 
@@ -285,7 +314,9 @@ class MessageListCreateApi(generics.ListAPIView):
         request=InputSerializer,
         responses={
             201: OutputSerializer,
-            **error_responses(RunActive, ContentTooLong, ContextTooLong, TokenBudgetExhausted),
+            **error_responses(
+                InvalidParent, RunActive, ContentTooLong, ContextTooLong, TokenBudgetExhausted
+            ),
         },
     )
     def post(self, request, conversation_id):
@@ -295,7 +326,9 @@ class MessageListCreateApi(generics.ListAPIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.message_send(
-            conversation=conversation, content=data.validated_data["content"]
+            conversation=conversation,
+            content=data.validated_data["content"],
+            parent_id=data.validated_data.get("parent"),
         )
         return Response(
             self.OutputSerializer(result, context={"request": request}).data, status=201
@@ -362,9 +395,7 @@ class MessageRegenerateApi(APIView):
         request=None,
         responses={
             201: MessageOutputSerializer,
-            **error_responses(
-                NotAnAnswer, RunActive, NotLatestAnswer, ContextTooLong, TokenBudgetExhausted
-            ),
+            **error_responses(NotAnAnswer, RunActive, ContextTooLong, TokenBudgetExhausted),
         },
     )
     def post(self, request, message_id):
@@ -372,6 +403,36 @@ class MessageRegenerateApi(APIView):
         answer = services.message_regenerate(message=message)
         return Response(
             MessageOutputSerializer(answer, context={"request": request}).data, status=201
+        )
+
+
+class MessageEditApi(APIView):
+    """Send new content in place of a user message: a new branch from that turn."""
+
+    starts_a_run = True
+    throttle_scope = "message_send"
+    throttle_classes = [SendRateThrottle]
+
+    @extend_schema(
+        request=MessageEditInputSerializer,
+        responses={
+            201: MessageSendOutputSerializer,
+            **error_responses(
+                NotAUserMessage,
+                RunActive,
+                ContentTooLong,
+                ContextTooLong,
+                TokenBudgetExhausted,
+            ),
+        },
+    )
+    def post(self, request, message_id):
+        message = selectors.message_get_for_user(user=request.user, message_id=message_id)
+        data = MessageEditInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.message_edit(message=message, content=data.validated_data["content"])
+        return Response(
+            MessageSendOutputSerializer(result, context={"request": request}).data, status=201
         )
 
 

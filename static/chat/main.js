@@ -8,6 +8,8 @@
 //   messages.js  bubbles, markdown rendering, attempts, history sync and older pages,
 //                scrolling, the live region
 //   composer.js  the composer: send, stop, regenerate, paused budget, errors, updateUi
+//   branches.js  which branch of the conversation is shown (edits and regenerations)
+//   edit.js      editing a sent message: the edit box, and the new branch it sends
 //   sidebar.js   the sidebar and new conversations
 //   dialogs.js   rename, conversation settings, delete
 //   shortcuts.js keyboard shortcuts and the "Keyboard shortcuts" dialog (`?`)
@@ -47,6 +49,7 @@ import {
   textOf,
   updateJump,
 } from "./messages.js";
+import { startEdit } from "./edit.js";
 import { cfg, el, hooks, markdown, NEAR_BOTTOM_PX, root, state } from "./page.js";
 import { installShortcuts } from "./shortcuts.js";
 import { newConversation, phone, setSidebar, sidebarOpen, syncSidebar } from "./sidebar.js";
@@ -116,6 +119,9 @@ function start() {
       case "regenerate":
       case "retry":
         regenerate(bubble);
+        break;
+      case "edit-message":
+        startEdit(bubble);
         break;
       case "attempt-prev":
         showAttempt(bubble, -1);
