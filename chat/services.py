@@ -43,10 +43,22 @@ def conversation_create(
 
 @transaction.atomic
 def conversation_update(*, conversation: Conversation, **fields) -> Conversation:
-    for name in ("title", "system_prompt", "model"):
-        if name in fields:
-            setattr(conversation, name, fields[name])
-    conversation.save()
+    """Change the given fields. Pinning and archiving move the conversation between the
+    list's places without changing `updated_at` (the list's order of recent activity):
+    pinning takes it out of the archive and archiving unpins it (both at once break the
+    `pinned_or_archived_not_both` constraint: the API refuses that request)."""
+    if fields.get("pinned"):
+        fields.setdefault("archived", False)
+    if fields.get("archived"):
+        fields.setdefault("pinned", False)
+    edited = [name for name in ("title", "system_prompt", "model") if name in fields]
+    placed = [name for name in ("pinned", "archived") if name in fields]
+    for name in edited + placed:
+        setattr(conversation, name, fields[name])
+    if edited:
+        conversation.save()
+    elif placed:
+        conversation.save(update_fields=placed)  # `updated_at` (auto_now) is left as it was
     return conversation
 
 

@@ -276,7 +276,16 @@ def test_detail_returns_the_conversation(api_client, conversation):
     body = api_client.get(detail_url(conversation.pk)).json()
     assert body["id"] == str(conversation.pk)
     assert body["title"] == "Test chat"
-    assert set(body) == {"id", "title", "system_prompt", "model", "created_at", "updated_at"}
+    assert set(body) == {
+        "id",
+        "title",
+        "system_prompt",
+        "model",
+        "created_at",
+        "updated_at",
+        "pinned",
+        "archived",
+    }
 
 
 def test_patch_changes_only_given_fields(api_client, conversation):
