@@ -31,13 +31,21 @@ _TITLE_LENGTH = 60
 
 @transaction.atomic
 def conversation_create(
-    *, owner, title: str = "", system_prompt: str = "", model: str = ""
+    *,
+    owner,
+    title: str = "",
+    system_prompt: str = "",
+    model: str = "",
+    pinned: bool = False,
+    archived: bool = False,
 ) -> Conversation:
     return Conversation.objects.create(
         owner=owner,
         title=title.strip(),
         system_prompt=system_prompt,
         model=model or chat_settings.MODEL,
+        pinned=pinned,
+        archived=archived,
     )
 
 

@@ -372,6 +372,22 @@ def test_archiving_unpins_and_pinning_unarchives(api_client, user):
     assert (conversation.pinned, conversation.archived) == (True, False)
 
 
+@pytest.mark.parametrize("place", ["pinned", "archived"])
+def test_a_conversation_can_be_created_pinned_or_archived(api_client, user, place):
+    """POST takes `pinned` and `archived` as PATCH does."""
+    response = api_client.post(LIST_URL, {place: True}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()[place] is True
+    assert getattr(Conversation.objects.get(pk=response.json()["id"]), place) is True
+
+
+def test_created_pinned_and_archived_at_once_is_400(api_client, user):
+    """Both at once is refused on create too."""
+    response = api_client.post(LIST_URL, {"pinned": True, "archived": True}, format="json")
+    assert_invalid(response, "archived")
+    assert not Conversation.objects.exists()
+
+
 def test_pinned_and_archived_at_once_is_400(api_client, user):
     """Asking for both at once is refused, and nothing changes."""
     conversation = make(user, "torn")
