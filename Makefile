@@ -19,7 +19,8 @@ install: $(PY)
 run: install
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py ensure_demo_user
-	@echo "chatsite: open http://$(HOST):$(PORT)/ and log in as demo / demo"
+	@# The banner prints once the port is bound (chatsite/server.py), not before.
+	CHATSITE_BANNER="chatsite: open http://{host}:{port}/ and log in as demo / demo" \
 	$(PY) -m chatsite.server -b $(HOST) -p $(PORT) chatsite.asgi:application
 
 lint: install

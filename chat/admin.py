@@ -1,7 +1,33 @@
+"""The admin: conversations and messages as an admin looking for trouble reads them.
+
+Message ids show as their first 8 hex characters (the full id in the title attribute and
+in search), content as a one-line preview, and the list filters by what goes wrong
+(failed, interrupted, with an error code), by model, by day and by owner. A conversation's
+page shows its latest messages only and links to the full list.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.db.models.functions import Left
+from django.forms.models import BaseInlineFormSet
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.text import Truncator
 
 from .models import Conversation, Message
+
+PREVIEW_CHARS = 80
+INLINE_MESSAGES = 20  # a conversation's page shows this many of its latest messages
+OWNER_CHOICES = 10  # the owner filter offers this many of the week's most active users
 
 _MESSAGE_READONLY = (
     "id",
@@ -17,14 +43,95 @@ _MESSAGE_READONLY = (
     "completed_at",
 )
 
+# The statuses an admin looks for first stand out (chat/admin.css); each status also
+# has a class of its own.
+_TROUBLE = {Message.Status.FAILED, Message.Status.INTERRUPTED}
 
-class MessageInline(admin.StackedInline):
+
+def _short_id(value) -> str:
+    return format_html('<span class="chat-id" title="{}">{}</span>', value, str(value)[:8])
+
+
+def _status(message: Message) -> str:
+    trouble = "trouble" if message.status in _TROUBLE else "ok"
+    return format_html(
+        '<span class="chat-status chat-status-{} chat-status-{}">{}</span>',
+        trouble,
+        message.status,
+        message.status,
+    )
+
+
+def _preview(text: str) -> str:
+    """One line of at most PREVIEW_CHARS characters: whitespace and newlines folded."""
+    return Truncator(" ".join(text.split())).chars(PREVIEW_CHARS)
+
+
+def _tokens(message: Message) -> str:
+    if message.input_tokens is None and message.output_tokens is None:
+        return "-"
+    # An answer stopped or broken mid-stream has input tokens but no output count.
+    return " / ".join(
+        "-" if n is None else str(n) for n in (message.input_tokens, message.output_tokens)
+    )
+
+
+def messages_url(**filters) -> str:
+    """The message list, filtered (e.g. `conversation__id__exact=<id>`)."""
+    return f"{reverse('admin:chat_message_changelist')}?{urlencode(filters)}"
+
+
+class _LatestMessagesFormSet(BaseInlineFormSet):
+    """The conversation's latest INLINE_MESSAGES messages, oldest first.
+
+    The queryset cannot be sliced in the inline's `get_queryset` (the formset filters it by
+    conversation afterwards), so the formset cuts it once it is filtered."""
+
+    def get_queryset(self):
+        if not hasattr(self, "_latest"):
+            newest = super().get_queryset().order_by("-created_at", "-id")[:INLINE_MESSAGES]
+            self._latest = list(newest)[::-1]
+        return self._latest
+
+
+class MessageInline(admin.TabularInline):
+    """Read-only: a long conversation's page used to render every message as a form."""
+
     model = Message
+    formset = _LatestMessagesFormSet
     extra = 0
-    fields = ("role", "status", "content", *_MESSAGE_READONLY[3:])
-    readonly_fields = _MESSAGE_READONLY
-    ordering = ("created_at",)
-    show_change_link = True
+    fields = ("short_id", "role", "status_cue", "preview", "tokens", "created_at")
+    readonly_fields = fields
+    # The id links to the message's page: the inline's own change link comes with the
+    # message's `str()` above every row (hidden in chat/admin.css).
+    show_change_link = False
+    verbose_name_plural = f"latest {INLINE_MESSAGES} messages"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="id")
+    def short_id(self, obj: Message) -> str:
+        url = reverse("admin:chat_message_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _short_id(obj.pk))
+
+    @admin.display(description="status")
+    def status_cue(self, obj: Message) -> str:
+        return _status(obj)
+
+    @admin.display(description="content")
+    def preview(self, obj: Message) -> str:
+        return _preview(obj.content)
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: Message) -> str:
+        return _tokens(obj)
 
 
 @admin.register(Conversation)
@@ -32,10 +139,13 @@ class ConversationAdmin(admin.ModelAdmin):
     list_display = ("__str__", "owner", "model", "message_count", "created_at", "updated_at")
     list_filter = ("model", "owner", "messages__status")
     search_fields = ("title", "system_prompt", "owner__username", "messages__content")
-    readonly_fields = ("id", "created_at", "updated_at")
+    readonly_fields = ("id", "all_messages", "created_at", "updated_at")
     list_select_related = ("owner",)
     inlines = [MessageInline]
     date_hierarchy = "created_at"
+
+    class Media:
+        css = {"all": ("chat/admin.css",)}
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_message_count=Count("messages"))
@@ -44,27 +154,173 @@ class ConversationAdmin(admin.ModelAdmin):
     def message_count(self, obj: Conversation) -> int:
         return obj._message_count
 
+    @admin.display(description="messages")
+    def all_messages(self, obj: Conversation) -> str:
+        if obj.pk is None:
+            return "-"
+        return format_html(
+            '<a href="{}">All {} messages</a> (the list below shows the latest {})',
+            messages_url(conversation__id__exact=obj.pk),
+            obj._message_count,
+            INLINE_MESSAGES,
+        )
+
     def get_search_results(self, request, queryset, search_term):
         queryset, _ = super().get_search_results(request, queryset, search_term)
         # Searching messages joins them in; distinct keeps one row per conversation.
         return queryset.distinct(), False
 
 
+class HasErrorFilter(admin.SimpleListFilter):
+    title = "error"
+    parameter_name = "has_error"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "with an error code"), ("no", "without"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(error_code="")
+        if self.value() == "no":
+            return queryset.filter(error_code="")
+        return queryset
+
+
+class OwnerFilter(admin.SimpleListFilter):
+    """By owner, without listing every user: the choices are the users with the most
+    messages this week (and the one selected); any user is reachable as `?owner=<id>`
+    or by searching for their username."""
+
+    title = "owner (most active this week)"
+    parameter_name = "owner"
+
+    def lookups(self, request, model_admin):
+        # Counted from this week's messages only (not every user's every message).
+        since = timezone.now() - timedelta(days=7)
+        recent = (
+            Message.objects.filter(created_at__gte=since)
+            .values_list("conversation__owner")
+            .annotate(n=Count("pk"))
+            .order_by("-n", "conversation__owner")[:OWNER_CHOICES]
+        )
+        pks = [pk for pk, _ in recent]
+        selected = self._selected_pk()
+        if selected is not None and selected not in pks:
+            pks.append(selected)
+        users = get_user_model().objects.in_bulk(pks)
+        return [(str(pk), users[pk].get_username()) for pk in pks if pk in users]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        selected = self._selected_pk()
+        if selected is None:  # not an id at all: nobody's
+            return queryset.none()
+        return queryset.filter(conversation__owner_id=selected)
+
+    def _selected_pk(self):
+        try:
+            return get_user_model()._meta.pk.to_python(self.value())
+        except ValidationError:
+            return None
+
+
+class _MessageChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        # The list shows a preview: load the first characters, not every message's
+        # whole text (up to 32,000 characters) and its rendered HTML.
+        queryset = super().get_queryset(request, exclude_parameters)
+        return queryset.defer("content", "html").annotate(
+            _preview=Left("content", PREVIEW_CHARS * 4)
+        )
+
+    def get_results(self, request):
+        super().get_results(request)
+        for message in self.result_list:
+            # Each row's checkbox is labelled with `str(message)`, which reads the first
+            # characters of the text: give it those, not a query per row for the rest.
+            message.content = message._preview
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = (
-        "id",
-        "conversation",
+        "short_id",
         "role",
-        "status",
-        "stop_reason",
-        "input_tokens",
-        "output_tokens",
+        "status_cue",
+        "preview",
+        "conversation_link",
+        "owner_link",
+        "answer_model",
+        "tokens",
         "created_at",
-        "completed_at",
     )
-    list_filter = ("status", "role", "conversation__model", "conversation__owner")
-    search_fields = ("content", "error_message", "conversation__title")
+    list_filter = (
+        "status",
+        "role",
+        # The answer's own model is being added (`Message.model`); until then, the model
+        # is the conversation's, which is what new answers use.
+        ("conversation__model", admin.AllValuesFieldListFilter),
+        "created_at",
+        HasErrorFilter,
+        OwnerFilter,
+    )
+    # `^id`: an id prefix (the 8 characters the list shows) finds the message.
+    search_fields = (
+        "^id",
+        "content",
+        "error_code",
+        "error_message",
+        "conversation__title",
+        "=conversation__owner__username",
+    )
     readonly_fields = (*_MESSAGE_READONLY, "conversation")
-    list_select_related = ("conversation",)
+    list_select_related = ("conversation__owner",)
     date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+    class Media:
+        css = {"all": ("chat/admin.css",)}
+
+    def get_changelist(self, request, **kwargs):
+        return _MessageChangeList
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Message) -> str:
+        return _short_id(obj.pk)
+
+    @admin.display(description="status", ordering="status")
+    def status_cue(self, obj: Message) -> str:
+        return _status(obj)
+
+    @admin.display(description="content")
+    def preview(self, obj: Message) -> str:
+        return format_html('<span class="chat-preview">{}</span>', _preview(obj._preview))
+
+    @admin.display(description="conversation", ordering="conversation__title")
+    def conversation_link(self, obj: Message) -> str:
+        conversation = obj.conversation
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:chat_conversation_change", args=[conversation.pk]),
+            Truncator(str(conversation)).chars(30),
+        )
+
+    @admin.display(description="owner", ordering="conversation__owner__username")
+    def owner_link(self, obj: Message) -> str:
+        owner = obj.conversation.owner
+        meta = owner._meta
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[owner.pk]),
+            owner.get_username(),
+        )
+
+    @admin.display(description="model", ordering="conversation__model")
+    def answer_model(self, obj: Message) -> str:
+        # The conversation's model for now: see `list_filter`.
+        return obj.conversation.model
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: Message) -> str:
+        return _tokens(obj)

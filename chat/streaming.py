@@ -40,7 +40,11 @@ logger = logging.getLogger(__name__)
 
 async def conversation_stream(request: HttpRequest, conversation_id) -> StreamingHttpResponse:
     if request.method != "GET":
-        return JsonResponse({"code": "method_not_allowed", "message": "Use GET."}, status=405)
+        return JsonResponse(
+            {"code": "method_not_allowed", "message": "Use GET."},
+            status=405,
+            headers={"Allow": "GET"},
+        )
     try:
         if manager.draining:
             raise Unavailable("This server is shutting down; reconnect to another.")

@@ -2,8 +2,8 @@
 
 The pages only read (and store an answer's rendered HTML the first time it is shown).
 Sending, streaming, creating conversations and loading older messages go through the JSON
-API and the SSE stream from `static/chat/chat.js`, so the page and every other client share
-one contract.
+API and the SSE stream from the page script (`static/chat/main.js` and its modules), so the
+page and every other client share one contract.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@
   runs its predecessor left behind even before any request arrives.
 * SIGTERM drains: stop listening, let runs finish for `CHAT_DRAIN_SECONDS`,
   interrupt the rest, close streams (browsers reconnect elsewhere), then exit.
+* `CHATSITE_BANNER` (what `make run` sets) is printed once the port is bound, with
+  the address it is bound to, so a busy port never shows a banner pointing at
+  someone else's server: a port that cannot be bound ends the process with a clear
+  message and exit status 1. daphne's "HTTP/2 support not enabled" line is dropped:
+  HTTP/2 (and TLS) is the reverse proxy's job in front of chatsite (README, Deployment).
 * Connections are bounded as `chatsite/transport.py` says: request headers must
   arrive in time, idle keep-alive connections close, and event streams whose
   client does not take what is written are dropped. daphne writes a response
@@ -22,6 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import sys
 
 # daphne builds its event loop when `daphne.server` is first imported: make it
 # uvloop's (a drop-in, faster asyncio loop; Twisted's asyncio reactor runs on
@@ -208,7 +216,25 @@ class ChatsiteServer(Server):
 
     def listen_success(self, port):
         self.ports.append(port)
-        return super().listen_success(port)
+        result = super().listen_success(port)
+        banner = os.environ.get("CHATSITE_BANNER")
+        if banner and hasattr(port, "getHost"):
+            address = port.getHost()
+            print(banner.format(host=address.host, port=address.port), flush=True)
+        return result
+
+    def listen_error(self, failure):
+        # daphne logs "Listen failure" and stops the reactor, and the process then exits 0
+        # as if it had served: say what went wrong, and fail (see main()).
+        self.listen_failed = failure.getErrorMessage()
+        print(f"chatsite: cannot listen: {self.listen_failed}", file=sys.stderr, flush=True)
+        print(
+            "chatsite: is another server using that address? Choose another port, "
+            "e.g. `make run PORT=8001`.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return super().listen_error(failure)
 
     def run(self):
         from chat.providers import get_provider
@@ -234,8 +260,19 @@ class ChatsiteServer(Server):
 class ChatsiteCommandLine(CommandLineInterface):
     server_class = ChatsiteServer
 
+    def run(self, args):
+        super().run(args)
+        if getattr(self.server, "listen_failed", None):
+            sys.exit(1)
+
+
+class _WithoutHttp2Notice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("HTTP/2 support not enabled")
+
 
 def main() -> None:
+    logging.getLogger("daphne.server").addFilter(_WithoutHttp2Notice())
     ChatsiteCommandLine.entrypoint()
 
 

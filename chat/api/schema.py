@@ -4,7 +4,18 @@ Every error has the one body of `chat/api/errors.py`, the `Error` component. Eac
 documents the statuses it can answer with: those that follow from the view are added here
 (credentials, CSRF, ids in the path, pages, a request body, throttling, admission), and
 views name the errors their services raise with `error_responses(...)` beside their success
-responses. drf-standardized-errors does the same with its own body, which is not ours.
+responses.
+
+Why not drf-standardized-errors (maintained, made for drf-spectacular): it documents errors
+by replacing the exception handler, and its schema describes its own body
+(`{"type", "errors": [{"code", "detail", "attr"}]}`). Clients, the chat page and
+docs/streaming.md rely on ours (`{"code", "message", ...}`), and the stream's refusals are
+not DRF responses at all; the class below adds the same statuses to each operation, from
+the same facts about the view, in one small place.
+
+Component names read as the things they are (`Conversation`, `Message`, not
+`ConversationOutput`), the enums are named in settings (`ENUM_NAME_OVERRIDES`), and
+`postprocess` drops a `Patched…` copy identical to its component.
 """
 
 from __future__ import annotations
@@ -36,7 +47,14 @@ class ErrorSerializer(serializers.Serializer):
         required=False, help_text="400 `invalid` only: the codes for each field."
     )
     retry_after = serializers.IntegerField(
-        required=False, help_text="429 `throttled` only: seconds to wait (as `Retry-After`)."
+        required=False,
+        help_text="429 `throttled` and `token_budget_exhausted` only: seconds to wait "
+        "(as `Retry-After`).",
+    )
+    resets_at = serializers.DateTimeField(
+        required=False,
+        help_text="429 `token_budget_exhausted` only: when today's allowance starts again "
+        "(the next UTC midnight).",
     )
 
 
@@ -69,7 +87,21 @@ _HEADERS = {
 }
 
 
+# What a view answers when its database connection fails under it (chatsite/middleware.py):
+# any operation, as every one reads the database (the user, at least).
+_DATABASE_UNAVAILABLE = _reason(
+    "database_unavailable",
+    "The database connection was lost during the request; try again after `Retry-After`.",
+)
+
+
 class AutoSchema(openapi.AutoSchema):
+    def get_serializer_name(self, serializer, direction):
+        # `ConversationOutputSerializer` is a `Conversation` to a client; inputs keep their
+        # suffix (`ConversationInput`), as a generated client needs both types.
+        name = super().get_serializer_name(serializer, direction)
+        return name.removesuffix("OutputSerializer") or name
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         for status, reasons in self._error_reasons().items():
@@ -136,6 +168,7 @@ class AutoSchema(openapi.AutoSchema):
                 "- `overloaded`, `unavailable`: this server cannot start another answer "
                 "now (at its run limit, or shutting down); try again after `Retry-After`."
             )
+        reasons[503].append(_DATABASE_UNAVAILABLE)
         return reasons
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
@@ -203,3 +236,28 @@ class MessageContentFieldExtension(OpenApiSerializerFieldExtension):
             "maxLength": chat_settings.MAX_MESSAGE_CHARS,
             "pattern": _not_invisible(),
         }
+
+
+def postprocess(result: dict, generator, request, public) -> dict:
+    """drf-spectacular's last step (`POSTPROCESSING_HOOKS`): a `PatchedX` the same as `X`
+    (every field of `X` already optional) is `X`, so clients get one type, not two."""
+    schemas = result.get("components", {}).get("schemas", {})
+    same = {
+        f"#/components/schemas/{name}": f"#/components/schemas/{name.removeprefix('Patched')}"
+        for name, schema in schemas.items()
+        if name.startswith("Patched") and schemas.get(name.removeprefix("Patched")) == schema
+    }
+    for ref in same:
+        del schemas[ref.rsplit("/", 1)[1]]
+    return _replace_refs(result, same) if same else result
+
+
+def _replace_refs(node, refs: dict[str, str]):
+    if isinstance(node, dict):
+        return {
+            key: refs.get(value, value) if key == "$ref" else _replace_refs(value, refs)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_replace_refs(item, refs) for item in node]
+    return node

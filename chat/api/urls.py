@@ -2,9 +2,10 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from . import views
+from . import root, views
 
 urlpatterns = [
+    path("", root.ApiRootApi.as_view(), name=root.ROOT),
     path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("conversations/", views.ConversationListCreateApi.as_view(), name="conversation-list"),

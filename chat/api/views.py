@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import uuid
+
 from django.http import QueryDict
 from django.urls import reverse
 from drf_spectacular.utils import (
@@ -35,10 +38,29 @@ from chat.text import is_blank
 
 
 class ConversationOutputSerializer(serializers.ModelSerializer):
+    # Links a client (and the browsable API, which makes them clickable) can follow.
+    url = serializers.HyperlinkedIdentityField(
+        view_name="conversation-detail", lookup_url_kwarg="conversation_id"
+    )
+    messages_url = serializers.HyperlinkedIdentityField(
+        view_name="message-list", lookup_url_kwarg="conversation_id"
+    )
+
+    snippet = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="In the results of `GET /conversations/?search=`: the text around the match "
+        "in the conversation's best-matching message (plain text), or null when only the "
+        "title matched. Null everywhere else.",
+    )
+
     class Meta:
         model = Conversation
         fields = (
             "id",
+            "url",
+            "messages_url",
             "title",
             "system_prompt",
             "model",
@@ -46,23 +68,8 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
             "updated_at",
             "pinned",
             "archived",
+            "snippet",
         )
-
-
-class ConversationListItemSerializer(ConversationOutputSerializer):
-    """A conversation as the list gives it: with where a search matched it."""
-
-    snippet = serializers.CharField(
-        read_only=True,
-        allow_null=True,
-        default=None,
-        help_text="With `?search=`: the text around the match in the conversation's "
-        "best-matching message (plain text), or null when only the title matched. "
-        "Always null without `?search=`.",
-    )
-
-    class Meta(ConversationOutputSerializer.Meta):
-        fields = (*ConversationOutputSerializer.Meta.fields, "snippet")
 
     def to_representation(self, conversation: Conversation) -> dict:
         data = super().to_representation(conversation)
@@ -87,11 +94,20 @@ class MessageOutputSerializer(serializers.Serializer):
     completed_at = serializers.DateTimeField(read_only=True, allow_null=True)
     reply_to = serializers.UUIDField(source="reply_to_id", read_only=True, allow_null=True)
     context_omitted_turns = serializers.IntegerField(read_only=True)
+    conversation_url = serializers.HyperlinkedRelatedField(
+        view_name="conversation-detail",
+        lookup_url_kwarg="conversation_id",
+        source="conversation",
+        read_only=True,
+    )
 
     def to_representation(self, message: Message) -> dict:
         # What DRF's generic `to_representation` makes of the fields above (a test
         # holds the two equal), without deep-copying thirteen fields per message:
         # every send returns two messages, and that copy was most of its rendering.
+        # The link is one `reverse()` per serializer, not per message: a page of a
+        # hundred messages shares the child serializer.
+        conversation_url = self._conversation_url
         return {
             "id": str(message.id),
             "role": message.role,
@@ -106,7 +122,14 @@ class MessageOutputSerializer(serializers.Serializer):
             "completed_at": _datetime(message.completed_at),
             "reply_to": str(message.reply_to_id) if message.reply_to_id else None,
             "context_omitted_turns": message.context_omitted_turns,
+            "conversation_url": conversation_url.replace(
+                _PLACEHOLDER, str(message.conversation_id)
+            ),
         }
+
+    @functools.cached_property
+    def _conversation_url(self) -> str:
+        return _url_template(self.context["request"], "conversation-detail", "conversation_id")
 
 
 class MessageHistorySerializer(MessageOutputSerializer):
@@ -127,6 +150,12 @@ class MessageHistorySerializer(MessageOutputSerializer):
 
 
 _DATETIME = serializers.DateTimeField()
+_PLACEHOLDER = str(uuid.UUID(int=0))
+
+
+def _url_template(request, view_name: str, kwarg: str) -> str:
+    """The absolute URL of `view_name` with `_PLACEHOLDER` for its one id."""
+    return request.build_absolute_uri(reverse(view_name, kwargs={kwarg: _PLACEHOLDER}))
 
 
 def _datetime(value):
@@ -145,6 +174,10 @@ class StrictCharField(serializers.CharField):
 class MessageContentField(StrictCharField):
     """A message's text. Its length limit is checked by the service (413), not here (400);
     the schema declares it (chat/api/schema.py)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("style", {"base_template": "textarea.html", "rows": 5})
+        super().__init__(**kwargs)
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -172,7 +205,11 @@ class QueryBooleanField(serializers.BooleanField):
 class ConversationInputSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     system_prompt = StrictCharField(
-        max_length=20_000, required=False, allow_blank=True, trim_whitespace=False
+        max_length=20_000,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"base_template": "textarea.html"},
     )
     model = StrictCharField(max_length=100, required=False)
     pinned = StrictBooleanField(
@@ -231,7 +268,7 @@ class ConversationListCreateApi(generics.ListAPIView):
         # What the browsable API builds its form from; the schema is declared below.
         if self.request.method == "POST":
             return ConversationInputSerializer
-        return ConversationListItemSerializer
+        return ConversationOutputSerializer
 
     @extend_schema(
         request=ConversationInputSerializer, responses={201: ConversationOutputSerializer}
@@ -240,7 +277,10 @@ class ConversationListCreateApi(generics.ListAPIView):
         data = ConversationInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         conversation = services.conversation_create(owner=request.user, **data.validated_data)
-        return Response(ConversationOutputSerializer(conversation).data, status=201)
+        return Response(
+            ConversationOutputSerializer(conversation, context={"request": request}).data,
+            status=201,
+        )
 
 
 class ConversationDetailApi(APIView):
@@ -249,7 +289,9 @@ class ConversationDetailApi(APIView):
         conversation = selectors.conversation_get_for_user(
             user=request.user, conversation_id=conversation_id
         )
-        return Response(ConversationOutputSerializer(conversation).data)
+        return Response(
+            ConversationOutputSerializer(conversation, context={"request": request}).data
+        )
 
     @extend_schema(request=ConversationInputSerializer, responses=ConversationOutputSerializer)
     def patch(self, request, conversation_id):
@@ -261,7 +303,9 @@ class ConversationDetailApi(APIView):
         conversation = services.conversation_update(
             conversation=conversation, **data.validated_data
         )
-        return Response(ConversationOutputSerializer(conversation).data)
+        return Response(
+            ConversationOutputSerializer(conversation, context={"request": request}).data
+        )
 
     @extend_schema(responses={204: None})
     def delete(self, request, conversation_id):
@@ -290,7 +334,7 @@ class MessageListCreateApi(generics.ListAPIView):
                 raise serializers.ValidationError("This field may not be blank.", code="blank")
             return value
 
-    @extend_schema_serializer(component_name="MessageSendOutput")
+    @extend_schema_serializer(component_name="MessageSendResult")
     class OutputSerializer(serializers.Serializer):
         user_message = MessageOutputSerializer()
         assistant_message = MessageOutputSerializer()
@@ -333,7 +377,9 @@ class MessageListCreateApi(generics.ListAPIView):
         result = services.message_send(
             conversation=conversation, content=data.validated_data["content"]
         )
-        return Response(self.OutputSerializer(result).data, status=201)
+        return Response(
+            self.OutputSerializer(result, context={"request": request}).data, status=201
+        )
 
 
 class StreamTokenApi(APIView):
@@ -382,7 +428,9 @@ class MessageCancelApi(APIView):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
         message = services.message_cancel(message=message, wait=self.WAIT_SECONDS)
         code = status.HTTP_202_ACCEPTED if message.is_active else status.HTTP_200_OK
-        return Response(MessageOutputSerializer(message).data, status=code)
+        return Response(
+            MessageOutputSerializer(message, context={"request": request}).data, status=code
+        )
 
 
 class MessageRegenerateApi(APIView):
@@ -402,4 +450,6 @@ class MessageRegenerateApi(APIView):
     def post(self, request, message_id):
         message = selectors.message_get_for_user(user=request.user, message_id=message_id)
         answer = services.message_regenerate(message=message)
-        return Response(MessageOutputSerializer(answer).data, status=201)
+        return Response(
+            MessageOutputSerializer(answer, context={"request": request}).data, status=201
+        )

@@ -236,6 +236,12 @@ REST_FRAMEWORK = {
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        # Forms for every write the schema documents, and no inline styles (the CSP).
+        "chat.api.renderers.BrowsableAPIRenderer",
+    ],
+    "VIEW_NAME_FUNCTION": "chat.api.renderers.view_name",
     "DEFAULT_PARSER_CLASSES": [
         "chat.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
@@ -266,8 +272,9 @@ SIMPLE_JWT = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatsite API",
-    "DESCRIPTION": "Conversations, messages and SSE stream tokens. Streams are served at "
-    "/stream/conversations/{id}/ as text/event-stream.",
+    "DESCRIPTION": "Conversations, messages and their live events. Start at `GET /api/v1/` "
+    "(links to everything); the event stream is `GET /stream/conversations/{conversation_id}/` "
+    "(`text/event-stream`). Every error is `{code, message, ...}` (the `Error` component).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # The API speaks JSON. Forms still parse (the browsable API posts them) but are not
@@ -277,6 +284,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Enums named for what they are, not `RoleEnum` / `StatusEnum` (chat/api/schema.py).
+    "ENUM_NAME_OVERRIDES": {
+        "MessageRole": "chat.models.Message.Role",
+        "MessageStatus": "chat.models.Message.Status",
+    },
+    # The SSE stream is a plain Django view: described by a stand-in (chat/api/stream_schema.py).
+    "PREPROCESSING_HOOKS": ["chat.api.stream_schema.add_stream_endpoint"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chat.api.schema.postprocess",
+        "chat.api.stream_schema.add_event_components",
+    ],
+    # Operation ids and tags from the path after it (`conversations_list`), the stream's too.
+    "SCHEMA_PATH_PREFIX": "/api/v[0-9]+",
 }
 
 LOGGING = {

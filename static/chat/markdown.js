@@ -8,6 +8,11 @@
 //      mailto (anything else stays literal text), images rendered as links, never <img>;
 //   2. DOMPurify with an allow-list of tags and attributes (no img, svg, style, script, on*);
 //   3. the page's Content-Security-Policy (script-src 'self', img-src 'self' data:).
+//
+// This stays a classic deferred script, not a module: it builds on the vendored markdown-it,
+// DOMPurify and highlight.js, which are classic scripts that set globals, so it hands its API
+// on the same way (window.chatMarkdown, read by static/chat/page.js). Deferred scripts and
+// module scripts run in document order, so it is always there before the page modules run.
 "use strict";
 
 (() => {

@@ -161,3 +161,12 @@ def csp_violations(page: Page) -> list[str]:
         lambda m: found.append(m.text) if "Content Security Policy" in m.text else None,
     )
     return found
+
+
+def console_errors(page: Page) -> list[str]:
+    """Collects what goes wrong in `page`'s scripts: console errors (a module that failed to
+    load or link, a CSP violation, a failed request) and uncaught exceptions."""
+    found: list[str] = []
+    page.on("console", lambda m: found.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: found.append(f"uncaught: {error}"))
+    return found

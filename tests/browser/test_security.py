@@ -20,6 +20,7 @@ from chat.models import Conversation, Message
 from tests.browser.helpers import (
     assert_shows_stored_answer,
     bubble,
+    console_errors,
     csp_violations,
     log_in,
     new_conversation,
@@ -220,6 +221,38 @@ def test_csp_blocks_inline_script_on_the_chat_page(open_context, daphne_anthropi
     assert ran == {"ran": False, "directive": "script-src-elem"}
     page.wait_for_timeout(100)
     assert violations, "the blocked inline script was not reported"
+
+
+def test_page_script_modules_load_under_the_csp_without_errors(
+    open_context, daphne_anthropic, user, password
+):
+    """The page script is a set of same-origin ES modules (static/chat/main.js imports the
+    rest): on the home page and on a conversation page every module is fetched and runs (the
+    stream opens, an answer streams in as markdown, the sidebar toggles), with no console
+    error, uncaught exception or CSP violation."""
+    page = log_in(open_context(), daphne_anthropic, user, password)
+    errors = console_errors(page)
+    page.reload()
+    new_conversation(page)  # the home page's script made it; its stream is open
+    scripts = page.evaluate(
+        """() => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
+              .filter((path) => path.startsWith("/static/chat/"))
+              .map((path) => path.split("/").pop())"""
+    )
+    modules = {"page", "api", "stream", "messages", "composer", "sidebar", "dialogs", "main"}
+    assert {f"{name}.js" for name in modules} | {"markdown.js"} <= set(scripts), scripts
+
+    sent = send_with_enter(page, fake(text="A **bold** answer.", tps=40, chunk=3))
+    answer = bubble(page, sent["assistant_message"]["id"])
+    expect(answer).to_have_attribute("data-status", "complete")
+    expect(answer.locator("[data-testid=message-body] strong")).to_have_text("bold")
+
+    page.get_by_test_id("sidebar-close").click()
+    expect(page.get_by_test_id("sidebar-toggle")).to_have_attribute("aria-expanded", "false")
+    page.get_by_test_id("sidebar-toggle").click()
+    expect(page.get_by_test_id("sidebar-toggle")).to_have_attribute("aria-expanded", "true")
+    page.wait_for_timeout(100)
+    assert errors == []
 
 
 def test_swagger_ui_renders_its_operations_under_the_csp(

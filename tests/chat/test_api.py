@@ -9,8 +9,10 @@ from datetime import timedelta
 import pytest
 from django.contrib.staticfiles import finders
 from django.db import OperationalError
+from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from chat import runs, selectors, streaming
@@ -152,9 +154,12 @@ def test_stream_serves_owners_session(client, user, conversation):
 
 
 def test_stream_rejects_post(client, user, conversation):
-    """The SSE endpoint only speaks GET: anything else is a JSON 405."""
+    """The SSE endpoint only speaks GET: anything else is a JSON 405 that says so in
+    `Allow` (RFC 9110 requires it; Schemathesis checks it)."""
     client.force_login(user)
-    assert_error(client.post(stream_url(conversation.pk)), 405, "method_not_allowed")
+    response = client.post(stream_url(conversation.pk))
+    assert_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET"
 
 
 # --- a database connection lost under a request ----------------------------------------
@@ -272,11 +277,12 @@ def test_create_conversation_with_fields(api_client):
 
 
 def test_detail_returns_the_conversation(api_client, conversation):
-    """The owner reads the conversation's fields."""
+    """The owner reads the conversation's fields, with absolute links to itself and to its
+    messages."""
     body = api_client.get(detail_url(conversation.pk)).json()
     assert body["id"] == str(conversation.pk)
     assert body["title"] == "Test chat"
-    assert set(body) == {
+    assert {
         "id",
         "title",
         "system_prompt",
@@ -285,7 +291,12 @@ def test_detail_returns_the_conversation(api_client, conversation):
         "updated_at",
         "pinned",
         "archived",
-    }
+        "snippet",
+    } <= set(body)
+    assert body["snippet"] is None
+    assert body["url"] == f"http://testserver{detail_url(conversation.pk)}"
+    assert body["messages_url"] == f"http://testserver{messages_url(conversation.pk)}"
+    assert api_client.get(body["messages_url"]).status_code == 200
 
 
 def test_patch_changes_only_given_fields(api_client, conversation):
@@ -1066,6 +1077,29 @@ def test_docs_use_only_our_static_files(client):
         assert finders.find(asset.removeprefix("/static/")), asset
 
 
+def test_a_page_of_messages_reverses_its_link_once(conversation, monkeypatch):
+    """The messages' `conversation_url` costs one `reverse()` per page, not one per message."""
+    from chat.api import views
+
+    calls = []
+
+    def counting_reverse(*args, **kwargs):
+        calls.append(args)
+        return reverse(*args, **kwargs)
+
+    monkeypatch.setattr(views, "reverse", counting_reverse)
+    messages = [
+        Message.objects.create(conversation=conversation, role="user", content=f"m{i}")
+        for i in range(20)
+    ]
+    request = Request(APIRequestFactory().get("/", HTTP_HOST="testserver"))
+    data = views.MessageHistorySerializer(messages, many=True, context={"request": request}).data
+    assert {item["conversation_url"] for item in data} == {
+        f"http://testserver{detail_url(conversation.pk)}"
+    }
+    assert len(calls) == 1
+
+
 def test_message_output_matches_drf_field_by_field(conversation):
     """The hand-written `to_representation` says exactly what the declared fields would."""
     from rest_framework import serializers
@@ -1094,8 +1128,10 @@ def test_message_output_matches_drf_field_by_field(conversation):
             reply_to=user_message,
         ),
     ]
+    request = Request(APIRequestFactory().get("/", HTTP_HOST="testserver"))
     for message in [user_message, *answers]:
-        serializer = MessageOutputSerializer(message)
+        serializer = MessageOutputSerializer(message, context={"request": request})
         generic = serializers.Serializer.to_representation(serializer, message)
         assert serializer.data == generic
         assert list(serializer.data) == list(generic)
+        assert generic["conversation_url"] == f"http://testserver{detail_url(conversation.pk)}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from django.urls import resolve, reverse
@@ -333,8 +335,9 @@ def test_current_conversation_is_marked_in_sidebar(client, alice):
 
 
 def test_page_includes_static_js_and_css(client, alice):
-    """Chat pages load the vendored libraries, markdown.js and chat.js from static files, in
-    that order and deferred; the highlight.js theme follows the colour scheme."""
+    """Chat pages load the vendored libraries and markdown.js from static files, in that order
+    and deferred, then the page script's entry module (deferred too, so it runs after them);
+    the highlight.js theme follows the colour scheme."""
     client.force_login(alice)
 
     html = client.get(reverse("chat:home")).content.decode()
@@ -345,9 +348,10 @@ def test_page_includes_static_js_and_css(client, alice):
         "/static/vendor/dompurify-3.4.18/purify.min.js",
         "/static/vendor/highlightjs-cdn-assets-11.12.0/highlight.min.js",
         "/static/chat/markdown.js",
-        "/static/chat/chat.js",
+        "/static/chat/main.js",
     ]
-    assert all("defer" in script for script in scripts)
+    assert all("defer" in script for script in scripts[:-1])
+    assert scripts[-1].get("type") == "module"
     assert elements(html, "link", rel="stylesheet", href="/static/chat/chat.css")
     themes = {
         link["media"]: link["href"]
@@ -359,6 +363,41 @@ def test_page_includes_static_js_and_css(client, alice):
         "(prefers-color-scheme: light)": theme.format(""),
         "(prefers-color-scheme: dark)": theme.format("-dark"),
     }
+
+
+PAGE_SCRIPT = Path(__file__).resolve().parents[2] / "static" / "chat"
+MODULE_IMPORT = re.compile(r'^import \{[^}]*\} from "\./([\w-]+\.js)";$', re.MULTILINE)
+
+
+def test_page_script_modules_import_existing_files_without_cycles():
+    """main.js imports the page script's modules by relative path (no build step resolves
+    them): every import names a file in static/chat/, and no module imports, directly or
+    through others, one that imports it back (modules hand callbacks down instead)."""
+    graph = {}
+    pending = ["main.js"]
+    while pending:
+        name = pending.pop()
+        if name in graph:
+            continue
+        source = (PAGE_SCRIPT / name).read_text()
+        graph[name] = MODULE_IMPORT.findall(source)
+        statements = re.findall(r"^import\b", source, re.MULTILINE)
+        assert len(statements) == len(graph[name]), f"{name}: an import the test cannot read"
+        for target in graph[name]:
+            assert (PAGE_SCRIPT / target).is_file(), f"{name} imports missing {target}"
+            pending.append(target)
+    assert set(graph) == {
+        "main.js", "page.js", "api.js", "stream.js", "messages.js",
+        "composer.js", "sidebar.js", "dialogs.js",
+    }  # fmt: skip
+
+    def reaches(start: str, goal: str, seen: frozenset = frozenset()) -> bool:
+        return any(
+            t == goal or (t not in seen and reaches(t, goal, seen | {t})) for t in graph[start]
+        )
+
+    cycles = [name for name in graph if reaches(name, name)]
+    assert cycles == []
 
 
 def test_conversation_page_exposes_data_the_script_needs(client, alice):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
+import yaml
+from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openapi_spec_validator import validate
 
 from chat.api.views import ConversationInputSerializer, MessageListCreateApi
 
@@ -19,6 +23,16 @@ def schema(client) -> dict:
     response = client.get("/api/v1/schema/", {"format": "json"})
     assert response.status_code == 200
     return response.json()
+
+
+@pytest.mark.parametrize("format", ["json", "yaml"])
+def test_the_served_schema_is_valid_openapi(client, format):
+    """The schema, as served in JSON and in YAML, passes an OpenAPI validator."""
+    response = client.get("/api/v1/schema/", {"format": format})
+    assert response.status_code == 200
+    document = response.json() if format == "json" else yaml.safe_load(response.content)
+    assert document["openapi"].startswith("3.")
+    validate(document)
 
 
 def operations(schema: dict):
@@ -77,10 +91,44 @@ def test_operations_document_the_errors_of_their_services(schema):
         assert "`overloaded`" in responses["503"]["description"]
         for status in ("429", "503"):
             assert responses[status]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
-    assert "503" not in cancel
-    assert (
-        "503" not in paths["/api/v1/conversations/{conversation_id}/messages/"]["get"]["responses"]
-    )
+    history = paths["/api/v1/conversations/{conversation_id}/messages/"]["get"]["responses"]
+    for responses in (cancel, history):  # they start no answer: only the database's 503
+        assert "`database_unavailable`" in responses["503"]["description"]
+        assert "`overloaded`" not in responses["503"]["description"]
+
+
+def test_every_operation_documents_the_database_503(schema):
+    """Any view whose database connection fails under it answers 503 `database_unavailable`
+    with Retry-After (chatsite/middleware.py): every operation says so."""
+    for name, operation in operations(schema):
+        response = operation["responses"]["503"]
+        assert "`database_unavailable`" in response["description"], name
+        assert response["headers"]["Retry-After"]["schema"] == {"type": "integer"}, name
+
+
+def test_component_names_read_as_the_things_they_are(schema):
+    """Outputs are named for what they are, enums for what they list, the conversation page
+    `PaginatedConversationList`; no `Patched` copy of a component that is the same."""
+    components = schema["components"]["schemas"]
+    assert {
+        "Conversation",
+        "ConversationInput",
+        "Message",
+        "MessageRole",
+        "MessageStatus",
+        "PaginatedConversationList",
+        "Error",
+    } <= set(components)
+    for name in components:
+        assert not name.endswith(("Output", "Request")), name
+        assert name not in ("RoleEnum", "StatusEnum"), name
+        if name.startswith("Patched"):
+            assert components[name] != components.get(name.removeprefix("Patched")), name
+    patch = schema["paths"]["/api/v1/conversations/{conversation_id}/"]["patch"]
+    body = patch["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ConversationInput"}
+    role = components["Message"]["properties"]["role"]
+    assert {"$ref": "#/components/schemas/MessageRole"} in role.get("allOf", [role])
 
 
 @pytest.mark.parametrize(
@@ -165,3 +213,167 @@ def test_string_patterns_cover_every_request_string(schema):
             assert variants[0]["type"] == "string", (name, field)
             assert "pattern" in variants[0], (name, field)
             assert not re.fullmatch(variants[0]["pattern"], "a\x00b"), (name, field)
+
+
+# --- the event stream ------------------------------------------------------------------
+
+STREAM = "/stream/conversations/{conversation_id}/"
+
+
+def test_the_stream_is_documented_with_its_parameters_and_refusals(schema):
+    """`GET /stream/conversations/{conversation_id}/` is in the schema: a `text/event-stream`
+    200 of `StreamEvent`s, its `token` and `last_event_id` query parameters and the
+    `Last-Event-ID` header, and each refusal with its code and the one error body."""
+    conversation_id = "0b4f5a2e-8f7a-4d7c-9d55-2d8c9c7f0a11"
+    assert STREAM.format(conversation_id=conversation_id) == reverse(
+        "conversation-stream", kwargs={"conversation_id": conversation_id}
+    )
+    operation = schema["paths"][STREAM]["get"]
+    assert set(schema["paths"][STREAM]) == {"get"}
+    ok = operation["responses"]["200"]["content"]
+    assert ok == {"text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}}}
+    parameters = {(p["in"], p["name"]): p for p in operation["parameters"]}
+    assert set(parameters) == {
+        ("path", "conversation_id"),
+        ("query", "token"),
+        ("query", "last_event_id"),
+        ("header", "Last-Event-ID"),
+    }
+    codes = {
+        "400": "`invalid_last_event_id`",
+        "401": "`stream_token_invalid`",
+        "404": "`not_found`",
+        "429": "`too_many_streams`",
+        "503": "`database_unavailable`",
+    }
+    for status, code in codes.items():
+        response = operation["responses"][status]
+        assert code in response["description"], status
+        assert response["content"]["application/json"]["schema"] == {"$ref": ERROR_REF}
+    for status in ("429", "503"):
+        assert "Retry-After" in operation["responses"][status]["headers"]
+    assert "`unavailable`" in operation["responses"]["503"]["description"]
+    # Its own codes, not the API's (the stream does not read JWTs).
+    assert "token_not_valid" not in operation["responses"]["401"]["description"]
+
+
+def _sent_event_names() -> set[str]:
+    """The event names chat/relay.py and chat/streaming.py write (`sse.event("name", ...)`)."""
+    from chat import relay, streaming
+
+    source = inspect.getsource(relay) + inspect.getsource(streaming)
+    return set(re.findall(r'sse\.event\(\s*"(\w+)"', source))
+
+
+def test_each_event_the_stream_sends_has_a_component(schema):
+    """`StreamEvent` is one of a component per event the code sends, chosen by `event`."""
+    components = schema["components"]["schemas"]
+    stream_event = components["StreamEvent"]
+    mapping = stream_event["discriminator"]["mapping"]
+    assert set(mapping) == _sent_event_names()
+    assert {"MessageStartEvent", "DeltaEvent", "MessageEndEvent", "ErrorEvent"} <= {
+        ref.rsplit("/", 1)[1] for ref in mapping.values()
+    }
+    for name, ref in mapping.items():
+        event = components[ref.rsplit("/", 1)[1]]
+        assert event["properties"]["event"]["enum"] == [name]
+        assert {"$ref": ref} in stream_event["oneOf"]
+
+
+def test_event_payloads_match_their_components(schema):
+    """What chat/events.py builds (and the relay's own payloads) validates against each
+    event's `data`, and the resume positions against each `id` pattern."""
+    import jsonschema
+
+    from chat import events, relay
+    from tests.chat.test_api import _nullable_as_json_schema
+
+    components = schema["components"]["schemas"]
+    message_id = "0b4f5a2e-8f7a-4d7c-9d55-2d8c9c7f0a11"
+
+    def check(component: str, data: dict, event_id: str | None = None) -> None:
+        event = _nullable_as_json_schema(components[component])
+        jsonschema.validate(data, event["properties"]["data"])
+        if event_id is None:
+            assert "id" not in event["properties"], component
+        else:
+            assert re.fullmatch(event["properties"]["id"]["pattern"], event_id), component
+
+    check(
+        "MessageStartEvent",
+        events.message_start_data(
+            message_id=message_id,
+            role="assistant",
+            status="pending",
+            created_at="2026-01-01T00:00:00Z",
+            context_omitted_turns=2,
+        ),
+        events.event_id(message_id, 0),
+    )
+    check("DeltaEvent", {"message_id": message_id, "text": "Hi"}, events.event_id(message_id, 2))
+    for stop_reason, tokens in (("end_turn", 5), ("", None)):
+        end = events.message_end_data(
+            message_id=message_id,
+            status="complete",
+            stop_reason=stop_reason,
+            input_tokens=tokens,
+            output_tokens=tokens,
+        )
+        check("MessageEndEvent", end, events.event_id(message_id, None))
+    for code in events.RunError:
+        check("ErrorEvent", events.run_error_data(message_id=message_id, code=code))
+    check("ErrorEvent", events.auth_revoked_data())
+    check("ConversationDeletedEvent", {"conversation_id": message_id})
+    reasons = set(re.findall(r'_reset\(\s*"(\w+)"', inspect.getsource(relay)))
+    assert reasons == set(
+        components["ResetEvent"]["properties"]["data"]["properties"]["reason"]["enum"]
+    )
+    for reason in reasons:
+        check("ResetEvent", {"reason": reason, "message": "Sent again in full."})
+
+
+def test_the_resume_pattern_matches_the_positions_the_server_issues(schema):
+    """`last_event_id` / `Last-Event-ID` accept every position the stream issues and the
+    server parses, and refuse what it refuses."""
+    from chat.errors import InvalidResumePosition
+    from chat.events import ResumePosition, event_id
+
+    parameters = schema["paths"][STREAM]["get"]["parameters"]
+    (pattern,) = {
+        p["schema"]["pattern"]
+        for p in parameters
+        if p["name"] != "conversation_id" and "pattern" in p["schema"]
+    }
+    message_id = "0b4f5a2e-8f7a-4d7c-9d55-2d8c9c7f0a11"
+    for offset in (0, 1, 12345, None):
+        position = event_id(message_id, offset)
+        assert re.fullmatch(pattern, position)
+        ResumePosition.parse(position)
+    for bad in ("", "x", f"{message_id}", f"{message_id}:-1", f"{message_id}:x", "1:2"):
+        assert not re.fullmatch(pattern, bad)
+        with pytest.raises(InvalidResumePosition):
+            ResumePosition.parse(bad)
+
+
+def _subclasses(cls) -> set[type]:
+    return {cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))}
+
+
+def test_the_error_component_declares_every_field_an_error_body_carries(schema):
+    """Every domain error's body (chat/errors.py) and the handler's validation and throttle
+    bodies use only the `Error` component's fields, with `code` and `message` required."""
+    from chat.errors import ChatError, TokenBudgetExhausted
+
+    error = schema["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"code", "message"}
+    declared = set(error["properties"])
+    bodies = [
+        TokenBudgetExhausted(retry_after=60, resets_at="2026-01-02T00:00:00Z").body,
+        {"code": "invalid", "message": "m", "errors": {}, "error_codes": {}},
+        {"code": "throttled", "message": "m", "retry_after": 3},
+    ]
+    for cls in _subclasses(ChatError) - {TokenBudgetExhausted}:
+        bodies.append(cls().body)
+    for body in bodies:
+        assert set(body) <= declared, body
+    assert error["properties"]["resets_at"]["format"] == "date-time"

@@ -426,7 +426,7 @@ def test_an_archived_conversation_is_still_its_owners(api_client, user, other_us
 
 def test_the_schema_documents_search_and_archived(api_client):
     """`search` and `archived` are query parameters of the list, which documents its 400;
-    list items carry `snippet`, `pinned` and `archived`."""
+    conversations carry `snippet`, `pinned` and `archived`."""
     schema = api_client.get("/api/v1/schema/", {"format": "json"}).json()
     operation = schema["paths"]["/api/v1/conversations/"]["get"]
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
@@ -435,6 +435,6 @@ def test_the_schema_documents_search_and_archived(api_client):
     assert parameters["search"]["in"] == "query"
     assert str(SEARCH_MAX_CHARS) in str(parameters["search"]["schema"])
     assert "400" in operation["responses"]
-    item = schema["components"]["schemas"]["ConversationListItem"]["properties"]
+    item = schema["components"]["schemas"]["Conversation"]["properties"]
     assert item["snippet"]["nullable"] is True
     assert {"pinned", "archived"} <= set(item)

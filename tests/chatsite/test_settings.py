@@ -4,7 +4,9 @@ in production, and Django's deployment checklist without a warning."""
 from __future__ import annotations
 
 import ast
+import json
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -128,6 +130,36 @@ def test_production_passes_the_deployment_checklist():
         **DEPLOY_ENV,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_collectstatic_hashes_the_page_scripts_module_imports(tmp_path):
+    """With production settings, collectstatic gives every static file a hashed name, and
+    the page script's entry module imports the hashed copies of its modules (which import
+    hashed copies in turn), so a cached old module is never mixed with a new one."""
+    code = (
+        "from django.core.management import call_command\n"
+        "from django.test.utils import override_settings\n"
+        f"with override_settings(STATIC_ROOT={str(tmp_path)!r}):\n"
+        "    call_command('collectstatic', '--noinput', verbosity=0)\n"
+    )
+    result = run_django(code, DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **DEPLOY_ENV)
+    assert result.returncode == 0, result.stderr
+    hashed = json.loads((tmp_path / "staticfiles.json").read_text())["paths"]
+
+    seen, pending = set(), ["chat/main.js"]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert re.fullmatch(r"chat/\w+\.[0-9a-f]{12}\.js", hashed[name]), hashed[name]
+        source = (tmp_path / hashed[name]).read_text()
+        imports = re.findall(r'^} from "\./([^"]+)";|^import .* from "\./([^"]+)";', source, re.M)
+        for target in ["".join(match) for match in imports]:
+            original = re.sub(r"\.[0-9a-f]{12}\.js$", ".js", target)
+            assert target == hashed[f"chat/{original}"].removeprefix("chat/"), source
+            pending.append(f"chat/{original}")
+    assert len(seen) == 8  # main.js and the seven modules it reaches
 
 
 def test_https_settings_follow_the_environment():

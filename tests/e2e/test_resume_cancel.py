@@ -546,8 +546,9 @@ def test_random_cuts_resume_exactly_across_processes(apis):
     conv = apis[0].create_conversation()
     reader = CuttingReader(apis, conv["id"], rng)
     expected: dict[str, str] = {}
-    started = time.monotonic()
-    deadline = started + 45
+    # A guard against a hang, not a speed test (speed is the benchmarks' business): the
+    # run takes 25-40 s on an idle machine, longer on a busy one.
+    deadline = time.monotonic() + 120
     # At least 3 messages, and as many more as it takes to make 200 cuts.
     while len(expected) < 3 or reader.cuts < 200:
         assert time.monotonic() < deadline, f"{reader.cuts} cuts in {len(expected)} messages"
@@ -557,7 +558,6 @@ def test_random_cuts_resume_exactly_across_processes(apis):
         message_id = sent["assistant_message"]["id"]
         expected[message_id] = text
         reader.read_message(message_id, deadline)
-    elapsed = time.monotonic() - started
 
     order = {message_id: i for i, message_id in enumerate(expected)}
     assert_well_formed(reader.events, order)
@@ -572,4 +572,3 @@ def test_random_cuts_resume_exactly_across_processes(apis):
     header, query = reader.resumed_via["header"], reader.resumed_via["query"]
     assert abs(header - query) <= 1
     assert header + query + reader.resumed_via["fresh"] == reader.connections
-    assert elapsed < 45, f"took {elapsed:.1f}s"

@@ -1,0 +1,83 @@
+// chatsite page script, the sidebar: the conversation list (the current conversation's link
+// moves to the top and takes its first line as a label when it gets a message), "New
+// conversation", and opening/closing the sidebar: collapsed on a wide screen (remembered in
+// a cookie, so the server renders the next page the same way) or an overlay on a phone.
+
+import { api, conversationPageUrl } from "./api.js";
+import { byTestId, cfg, el, hooks, root, SIDEBAR_COOKIE, SIDEBAR_LABEL_CHARS } from "./page.js";
+
+// ---------------------------------------------------------------- conversation list
+
+export function labelFor(content) {
+  const line = content.trim().split("\n")[0];
+  return line.length > SIDEBAR_LABEL_CHARS ? `${line.slice(0, SIDEBAR_LABEL_CHARS - 1)}…` : line;
+}
+
+export function currentSidebarLink() {
+  return document.querySelector(
+    `[data-testid="conversation-link"][data-conversation-id="${CSS.escape(cfg.conversationId)}"]`,
+  );
+}
+
+// The current conversation just got a message: it is now the most recent one.
+export function touchSidebar(content) {
+  const link = currentSidebarLink();
+  if (!link) return;
+  if (link.textContent.trim() === "Untitled conversation") link.textContent = labelFor(content);
+  if (el.title && el.title.textContent.trim() === "New conversation") {
+    el.title.textContent = labelFor(content);
+  }
+  const heading = link.parentElement.querySelector(".sidebar__heading");
+  if (heading) heading.after(link);
+  else link.parentElement.prepend(link);
+}
+
+export async function newConversation(button) {
+  button.disabled = true;
+  hooks.hideError();
+  try {
+    const conversation = await api(cfg.conversationsUrl, { method: "POST", body: {} });
+    window.location.assign(conversationPageUrl(conversation.id));
+  } catch (err) {
+    hooks.showError(err.message);
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- sidebar
+
+export const phone = window.matchMedia("(max-width: 760px)");
+
+export function sidebarOpen() {
+  return phone.matches
+    ? root.classList.contains("is-sidebar-open")
+    : !root.classList.contains("is-sidebar-collapsed");
+}
+
+export function syncSidebar() {
+  const open = sidebarOpen();
+  el.sidebar.inert = !open;
+  el.backdrop.hidden = !(phone.matches && open);
+  el.sidebarToggle.setAttribute("aria-expanded", String(open));
+  const label = open ? "Hide conversations" : "Show conversations";
+  el.sidebarToggle.setAttribute("aria-label", label);
+  el.sidebarToggle.title = label;
+}
+
+export function setSidebar(open, { focus = false } = {}) {
+  if (phone.matches) {
+    root.classList.toggle("is-sidebar-open", open);
+  } else {
+    root.classList.toggle("is-sidebar-collapsed", !open);
+    // A cookie, so the server renders the next page the same way (no flash).
+    document.cookie = `${SIDEBAR_COOKIE}=${open ? "open" : "collapsed"}; path=/; max-age=31536000; samesite=lax`;
+  }
+  syncSidebar();
+  if (!focus) return;
+  if (open) {
+    const target = el.sidebar.querySelector('[aria-current="page"]') || byTestId("new-conversation");
+    target.focus();
+  } else {
+    el.sidebarToggle.focus();
+  }
+}

@@ -1,0 +1,60 @@
+"""The message admin in a real browser: every row is one line, trouble stands out, and its
+stylesheet (a static file) applies under the CSP."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from chat.models import Conversation, Message
+
+from .helpers import csp_violations
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "pw-root-1"
+
+
+def test_message_rows_stay_one_line_and_failed_answers_stand_out(
+    open_context, daphne_anthropic, django_user_model
+):
+    """A hyphenated model id, a long title and a long multi-line answer do not wrap their
+    cells: every cell of every row is one line tall. A failed answer's status is in the
+    admin's error colour with a mark; a complete one's is not."""
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", PASSWORD)
+    conversation = Conversation.objects.create(
+        owner=admin, title="A long title about several things at once", model="claude-sonnet-4-5"
+    )
+    Message.objects.create(conversation=conversation, role="user", content="Why?\n\n" * 50)
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        status="failed",
+        error_code="upstream_overloaded",
+        input_tokens=12,
+    )
+    page = open_context(viewport={"width": 1920, "height": 900}).new_page()
+    violations = csp_violations(page)
+    page.goto(f"{daphne_anthropic.url}/admin/login/?next=/admin/chat/message/")
+    page.fill("input[name=username]", admin.username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+
+    heights = page.evaluate(
+        """() => [...document.querySelectorAll('#result_list tbody tr')].map(row => ({
+            row: row.getBoundingClientRect().height,
+            line: parseFloat(getComputedStyle(row.querySelector('td')).lineHeight),
+        }))"""
+    )
+    for h in heights:
+        assert h["row"] < 2 * h["line"] + 16, heights  # one line plus the cell padding
+
+    failed = page.locator(".chat-status-failed")
+    complete = page.locator(".chat-status-complete")
+    style = "e => [getComputedStyle(e).color, getComputedStyle(e, '::before').content]"
+    failed_color, failed_mark = failed.evaluate(style)
+    complete_color, complete_mark = complete.evaluate(style)
+    assert failed_color != complete_color
+    assert "\u26a0" in failed_mark and complete_mark in ("none", "normal")
+    assert violations == []
