@@ -9,6 +9,8 @@
 //                scrolling, the live region
 //   composer.js  the composer: send, stop, regenerate, paused budget, errors, updateUi
 //   sidebar.js   the sidebar and new conversations
+//   conversation-list.js  the sidebar's list: pages on scroll, pinned, row menus, archived
+//   search.js    searching conversations (Ctrl/Cmd+K)
 //   dialogs.js   rename, conversation settings, delete
 // static/chat/markdown.js stays a classic deferred script (see its header).
 
@@ -44,6 +46,8 @@ import {
   updateJump,
 } from "./messages.js";
 import { cfg, el, hooks, markdown, NEAR_BOTTOM_PX, root, state } from "./page.js";
+import { startConversationList } from "./conversation-list.js";
+import { startSearch } from "./search.js";
 import { newConversation, phone, setSidebar, sidebarOpen, syncSidebar } from "./sidebar.js";
 import { connect, watchConnectivity } from "./stream.js";
 
@@ -196,6 +200,8 @@ function start() {
   phone.addEventListener("change", syncSidebar);
 
   watchConnectivity();
+  startConversationList();
+  startSearch();
 
   // Server-rendered history: highlight its code blocks and give them copy buttons.
   for (const bubble of allBubbles()) {

@@ -240,6 +240,7 @@ def test_page_script_modules_load_under_the_csp_without_errors(
               .map((path) => path.split("/").pop())"""
     )
     modules = {"page", "api", "stream", "messages", "composer", "sidebar", "dialogs", "main"}
+    modules |= {"conversation-list", "search"}
     assert {f"{name}.js" for name in modules} | {"markdown.js"} <= set(scripts), scripts
 
     sent = send_with_enter(page, fake(text="A **bold** answer.", tps=40, chunk=3))

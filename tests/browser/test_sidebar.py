@@ -37,8 +37,7 @@ def make(owner, title: str, *messages: str, minutes_ago: int = 0) -> Conversatio
 
 def row(page: Page, conversation: Conversation, view: str = "conversation-list"):
     return page.locator(
-        f'[data-testid="{view}"] [data-testid="conversation-row"]'
-        f'[data-conversation-id="{conversation.pk}"]'
+        f'[data-testid="{view}"] [data-testid="conversation-row"][data-id="{conversation.pk}"]'
     )
 
 
@@ -130,7 +129,7 @@ def test_the_list_loads_its_next_page_when_scrolled_to_the_end(
     scroll_to_end(page)
 
     expect(rows).to_have_count(PAGE + 7)
-    ids = rows.evaluate_all("(rows) => rows.map((row) => row.dataset.conversationId)")
+    ids = rows.evaluate_all("(rows) => rows.map((row) => row.dataset.id)")
     assert ids == [str(c.pk) for c in conversations]
     expect(page.get_by_test_id("conversation-list-more")).to_be_hidden()
 
@@ -153,7 +152,7 @@ def test_the_current_conversation_is_highlighted_beyond_the_first_page(
 
     rows = page.locator(ROWS)
     expect(rows).to_have_count(PAGE + 3)
-    ids = rows.evaluate_all("(rows) => rows.map((row) => row.dataset.conversationId)")
+    ids = rows.evaluate_all("(rows) => rows.map((row) => row.dataset.id)")
     assert ids == [str(c.pk) for c in conversations]
 
 
@@ -173,7 +172,8 @@ def test_pinning_moves_a_row_to_pinned(open_context, daphne_demo, user, password
     expect(pinned_group).to_be_visible()
     expect(page.get_by_test_id("sidebar-announce")).to_have_text("Pinned “Older”.")
     page.reload()
-    expect(pinned_group.locator(f'[data-conversation-id="{older.pk}"]')).to_have_count(1)
+    expect(pinned_group.get_by_test_id("conversation-row")).to_have_count(1)
+    expect(row(page, older)).to_have_attribute("data-pinned", "true")
 
     menu = open_menu(page, older)
     expect(menu.get_by_test_id("menu-pin")).to_have_text("Unpin")

@@ -44,7 +44,7 @@ def row_ids(html: str, group: str | None = None) -> list[str]:
     if group is not None:
         html = html.split(f'data-group="{group}"', 1)[1].split("</section>", 1)[0]
         rows = by_testid(html, "conversation-row")
-    return [row["data-conversation-id"] for row in rows]
+    return [row["data-id"] for row in rows]
 
 
 def test_the_sidebar_renders_the_first_page_and_where_the_next_one_is(client, alice):
@@ -84,7 +84,7 @@ def test_the_current_conversation_is_shown_even_beyond_the_first_page(client, al
     ids = row_ids(html)
     assert len(ids) == PAGE + 1
     assert ids[-1] == str(old.pk)
-    (row,) = elements(html, "div", data_testid="conversation-row", data_conversation_id=str(old.pk))
+    (row,) = elements(html, "div", data_testid="conversation-row", data_id=str(old.pk))
     assert "data-out-of-order" in row
     assert "is-active" in row["class"]
     (link,) = elements(html, "a", data_testid="conversation-link", aria_current="page")
@@ -158,4 +158,4 @@ def test_the_sidebar_has_a_labelled_search_box_menus_and_an_archived_view(client
     assert archived["data-archived-url"] == "/api/v1/conversations/?archived=true"
     assert by_testid(html, "archived-toggle")
     (template,) = elements(html, "div", in_template=True, data_testid="conversation-row")
-    assert template["data-conversation-id"] == ""
+    assert template["data-id"] == ""
