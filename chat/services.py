@@ -44,7 +44,7 @@ def conversation_create(
         title=title.strip(),
         system_prompt=system_prompt,
         model=model or chat_settings.MODEL,
-        pinned=pinned,
+        pinned=pinned and not archived,  # as in `conversation_update`: archiving wins
         archived=archived,
     )
 
@@ -53,12 +53,12 @@ def conversation_create(
 def conversation_update(*, conversation: Conversation, **fields) -> Conversation:
     """Change the given fields. Pinning and archiving move the conversation between the
     list's places without changing `updated_at` (the list's order of recent activity):
-    pinning takes it out of the archive and archiving unpins it (both at once break the
-    `pinned_or_archived_not_both` constraint: the API refuses that request)."""
-    if fields.get("pinned"):
-        fields.setdefault("archived", False)
+    pinning takes it out of the archive and archiving unpins it (asked for both at once,
+    archiving wins: a conversation is in one place, `pinned_or_archived_not_both`)."""
     if fields.get("archived"):
-        fields.setdefault("pinned", False)
+        fields["pinned"] = False
+    elif fields.get("pinned"):
+        fields["archived"] = False
     edited = [name for name in ("title", "system_prompt", "model") if name in fields]
     placed = [name for name in ("pinned", "archived") if name in fields]
     for name in edited + placed:

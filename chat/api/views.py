@@ -218,15 +218,8 @@ class ConversationInputSerializer(serializers.Serializer):
     archived = StrictBooleanField(
         required=False,
         help_text="Archived conversations are left out of the list (see `?archived=`) but "
-        "still found by search. Archiving unpins.",
+        "still found by search. Archiving unpins (with `pinned: true` too, archiving wins).",
     )
-
-    def validate(self, data: dict) -> dict:
-        if data.get("pinned") and data.get("archived"):
-            raise serializers.ValidationError(
-                {"archived": ["A conversation cannot be pinned and archived at once."]}
-            )
-        return data
 
 
 class ConversationListQuerySerializer(serializers.Serializer):

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from chat.api.pagination import ConversationPagination
 from chat.models import Conversation, Message
-from tests.browser.helpers import log_in, wait_until_idle
+from tests.browser.helpers import log_in, send_with_enter, wait_until_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -216,6 +216,27 @@ def test_archiving_hides_a_row_and_it_appears_in_archived(
     page.get_by_test_id("archived-toggle").click()
     expect(row(page, current)).to_be_visible()
     assert Conversation.objects.get(pk=current.pk).archived is False
+
+
+def test_a_sent_message_moves_the_row_to_the_top_of_its_group(
+    open_context, daphne_demo, user, password
+):
+    """Sending in an older conversation moves its row to the top of "Recent"; a pinned
+    conversation's row stays under "Pinned", at its top."""
+    older = make(user, "Older", minutes_ago=30)
+    make(user, "Newer", minutes_ago=1)
+    pinned = [make(user, f"Pinned {n}", minutes_ago=10 + n) for n in range(2)]
+    Conversation.objects.filter(pk__in=[c.pk for c in pinned]).update(pinned=True)
+    page = log_in(open_context(), daphne_demo, user, password)
+    recent = page.get_by_test_id("recent-group").get_by_test_id("conversation-row")
+    pinned_rows = page.get_by_test_id("pinned-group").get_by_test_id("conversation-row")
+
+    for conversation, rows in ((older, recent), (pinned[1], pinned_rows)):
+        page.goto(f"{daphne_demo.url}/c/{conversation.pk}/")
+        wait_until_idle(page)
+        send_with_enter(page, "Hello again")
+        expect(rows.first).to_have_attribute("data-id", str(conversation.pk))
+        expect(rows).to_have_count(2)
 
 
 def test_the_row_menu_works_from_the_keyboard(open_context, daphne_demo, user, password):

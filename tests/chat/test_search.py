@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.postgres.search import SearchQuery
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -381,22 +381,31 @@ def test_a_conversation_can_be_created_pinned_or_archived(api_client, user, plac
     assert getattr(Conversation.objects.get(pk=response.json()["id"]), place) is True
 
 
-def test_created_pinned_and_archived_at_once_is_400(api_client, user):
-    """Both at once is refused on create too."""
+def test_created_pinned_and_archived_at_once_is_archived(api_client, user):
+    """Asked for both on create, archiving wins."""
     response = api_client.post(LIST_URL, {"pinned": True, "archived": True}, format="json")
-    assert_invalid(response, "archived")
-    assert not Conversation.objects.exists()
+    assert response.status_code == 201, response.content
+    assert (response.json()["pinned"], response.json()["archived"]) == (False, True)
 
 
-def test_pinned_and_archived_at_once_is_400(api_client, user):
-    """Asking for both at once is refused, and nothing changes."""
+def test_pinned_and_archived_at_once_archives(api_client, user):
+    """Asked for both at once (a schema-valid request), archiving wins: the conversation
+    is in one place."""
     conversation = make(user, "torn")
+    conversation_update(conversation=conversation, pinned=True)
     response = api_client.patch(
         detail_url(conversation), {"pinned": True, "archived": True}, format="json"
     )
-    assert_invalid(response, "archived")
+    assert response.status_code == 200, response.content
     conversation.refresh_from_db()
-    assert (conversation.pinned, conversation.archived) == (False, False)
+    assert (conversation.pinned, conversation.archived) == (False, True)
+
+
+def test_the_database_refuses_a_pinned_archived_conversation(user):
+    """The invariant is the database's too."""
+    conversation = make(user, "both")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(pinned=True, archived=True)
 
 
 @pytest.mark.parametrize("value", ["yes", "true", 1, 0, None, []])
