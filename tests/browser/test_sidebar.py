@@ -134,6 +134,24 @@ def test_the_list_loads_its_next_page_when_scrolled_to_the_end(
     expect(page.get_by_test_id("conversation-list-more")).to_be_hidden()
 
 
+def test_a_failed_page_says_so_and_try_again_loads_it(open_context, daphne_demo, user, password):
+    """When the next page cannot be loaded the list says so, and "Try again" loads it."""
+    for n in range(PAGE + 2):
+        make(user, f"Chat {n:03d}", minutes_ago=n)
+    page = log_in(open_context(), daphne_demo, user, password)
+    failing = "**/api/v1/conversations/?page=2"
+    page.route(failing, lambda route: route.fulfill(status=503, body="{}"))
+
+    scroll_to_end(page)
+
+    more = page.get_by_test_id("conversation-list-more")
+    expect(more).to_contain_text("Couldn't load more conversations.")
+    page.unroute(failing)
+    more.get_by_role("button", name="Try again").click()
+    expect(page.locator(ROWS)).to_have_count(PAGE + 2)
+    expect(more).to_be_hidden()
+
+
 def test_the_current_conversation_is_highlighted_beyond_the_first_page(
     open_context, daphne_demo, user, password
 ):
