@@ -16,6 +16,7 @@ let input;
 let panel;
 let results;
 let status;
+let more; // "More results": the next page of the results shown
 let timer = 0;
 let asked = 0; // the number of the latest query sent; older answers are ignored
 let shownQuery = "";
@@ -88,30 +89,42 @@ function clear() {
   input.value = "";
   results.replaceChildren();
   status.textContent = "";
+  more.hidden = true;
   show(false);
 }
 
-async function search(query) {
-  const number = ++asked;
-  status.textContent = "Searching…";
-  const url = new URL(cfg.conversationsUrl, window.location.href);
-  url.searchParams.set("search", query);
+function localUrl(link) {
+  const url = new URL(link, window.location.href);
+  return url.pathname + url.search;
+}
+
+// The first page of results for `query` (or, with `next`, the page after those shown).
+async function search(query, next = "") {
+  const number = next ? asked : ++asked;
+  let url = next;
+  if (!url) {
+    status.textContent = "Searching…";
+    const target = new URL(cfg.conversationsUrl, window.location.href);
+    target.searchParams.set("search", query);
+    url = target.pathname + target.search;
+  }
+  more.hidden = true;
   let page;
   try {
-    page = await api(url.pathname + url.search);
+    page = await api(url);
   } catch (err) {
     if (number === asked) status.textContent = err.message;
     return;
   }
   if (number !== asked) return; // a newer query was typed meanwhile
   shownQuery = query;
-  results.replaceChildren(...page.results.map((item) => resultItem(item, query)));
+  const items = page.results.map((item) => resultItem(item, query));
+  if (next) results.append(...items);
+  else results.replaceChildren(...items);
+  more.dataset.nextUrl = page.next ? localUrl(page.next) : "";
+  more.hidden = !page.next;
   if (!page.count) status.textContent = `No conversations match “${query}”.`;
-  else if (page.count > page.results.length) {
-    status.textContent = `The best ${page.results.length} of ${page.count} conversations.`;
-  } else {
-    status.textContent = page.count === 1 ? "1 conversation" : `${page.count} conversations`;
-  }
+  else status.textContent = page.count === 1 ? "1 conversation" : `${page.count} conversations`;
 }
 
 function onInput() {
@@ -139,13 +152,23 @@ function onKey(event) {
     links()[0].focus();
   } else if (event.key === "Enter") {
     event.preventDefault();
-    const first = links()[0];
-    if (first) first.click();
-    else if (input.value.trim()) {
-      clearTimeout(timer);
-      search(input.value.trim());
-    }
+    openFirst();
   }
+}
+
+// Enter opens the best result for what the box holds (searching first if the results shown
+// are for an earlier query).
+async function openFirst() {
+  const query = input.value.trim();
+  if (!query) return;
+  if (query !== shownQuery) {
+    clearTimeout(timer);
+    show(true);
+    await search(query);
+    if (input.value.trim() !== query) return;
+  }
+  const first = links()[0];
+  if (first) first.click();
 }
 
 function onResultKey(event) {
@@ -181,6 +204,8 @@ export function startSearch() {
   if (!input || !panel) return;
   results = panel.querySelector("[data-search-list]");
   status = byTestId("search-status", panel);
+  more = byTestId("search-more", panel);
+  more.addEventListener("click", () => search(shownQuery, more.dataset.nextUrl));
   const mac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
   const hint = byTestId("search-shortcut", root);
   if (hint && mac) hint.textContent = "⌘K";

@@ -116,6 +116,42 @@ def test_only_the_latest_query_is_shown(open_context, daphne_demo, user, passwor
     expect(results.first).to_contain_text("Pears")
 
 
+def test_enter_opens_the_best_result_for_what_the_box_holds(
+    open_context, daphne_demo, user, password
+):
+    """Enter pressed before the results for the latest keys arrived opens the best result
+    for what the box holds, not for what it held before."""
+    make(user, "Apples", "I like apples")
+    pears = make(user, "Pears", "I like pears")
+    page = log_in(open_context(), daphne_demo, user, password)
+    search = page.get_by_test_id("conversation-search")
+    search.fill("apples")
+    expect(page.get_by_test_id("search-result")).to_contain_text("Apples")
+
+    search.fill("pears")
+    search.press("Enter")
+
+    page.wait_for_url(f"**/c/{pears.pk}/")
+
+
+def test_more_results_than_a_page_are_a_click_away(open_context, daphne_demo, user, password):
+    """Results come a page at a time; "More results" adds the next page."""
+    for n in range(PAGE + 4):
+        make(user, f"Report {n:03d}", minutes_ago=n)
+    page = log_in(open_context(), daphne_demo, user, password)
+    page.get_by_test_id("conversation-search").fill("report")
+    results = page.get_by_test_id("search-result")
+    expect(results).to_have_count(PAGE)
+    expect(page.get_by_test_id("search-status")).to_have_text(f"{PAGE + 4} conversations")
+
+    page.get_by_test_id("search-more").click()
+
+    expect(results).to_have_count(PAGE + 4)
+    expect(page.get_by_test_id("search-more")).to_be_hidden()
+    ids = results.evaluate_all("(links) => links.map((link) => link.dataset.conversationId)")
+    assert len(set(ids)) == PAGE + 4
+
+
 def test_the_list_loads_its_next_page_when_scrolled_to_the_end(
     open_context, daphne_demo, user, password
 ):
