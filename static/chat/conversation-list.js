@@ -101,6 +101,7 @@ function place(row, rows, moreElement) {
 
 // The current conversation got a message: it is the most recent of its group now.
 export function moveToTop(row) {
+  if (!row || archive.contains(row)) return; // an archived one stays archived
   row.dataset.updatedAt = new Date().toISOString();
   const rows = groupRows(row.dataset.pinned === "true" ? "pinned" : "recent");
   rows.prepend(row);
@@ -115,8 +116,8 @@ function appendPage(view, items) {
     if (row) setRowState(row, item);
     else row = makeRow(item);
     delete row.dataset.outOfOrder;
-    const rows =
-      view === archive ? archive.querySelector("[data-rows]") : groupRows(item.pinned ? "pinned" : "recent");
+    const group = item.pinned ? "pinned" : "recent";
+    const rows = view === archive ? archive.querySelector("[data-rows]") : groupRows(group);
     rows.append(row);
   }
   syncGroups();
@@ -152,7 +153,7 @@ async function loadMore(view) {
     more.hidden = !more.dataset.nextUrl;
     status.textContent = "";
     button.textContent = "Load more";
-  } catch (err) {
+  } catch {
     status.textContent = "Couldn't load more conversations.";
     button.textContent = "Try again";
   } finally {
@@ -166,11 +167,11 @@ async function loadMore(view) {
 function watchEnd(view) {
   const more = moreOf(view);
   if (!("IntersectionObserver" in window)) return; // the "Load more" button remains
+  const failed = () => Boolean(more.querySelector(".sidebar__more-status").textContent);
   const observer = new IntersectionObserver(
     (entries) => {
-      if (entries.some((entry) => entry.isIntersecting) && !more.querySelector(".sidebar__more-status").textContent) {
-        loadMore(view);
-      }
+      // After a failed load, "Try again" retries (not every scroll past the end).
+      if (entries.some((entry) => entry.isIntersecting) && !failed()) loadMore(view);
     },
     { root: view, rootMargin: "0px 0px 200px 0px" },
   );
@@ -277,7 +278,7 @@ async function update(row, body) {
   closeMenu();
   let conversation;
   try {
-    conversation = await api(conversationPageApiUrl(row.dataset.id), {
+    conversation = await api(conversationApiUrl(row.dataset.id), {
       method: "PATCH",
       body,
     });
@@ -301,7 +302,7 @@ async function update(row, body) {
   syncGroups();
 }
 
-function conversationPageApiUrl(id) {
+function conversationApiUrl(id) {
   return `${cfg.conversationsUrl}${encodeURIComponent(id)}/`;
 }
 

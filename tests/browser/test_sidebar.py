@@ -293,6 +293,27 @@ def test_a_sent_message_moves_the_row_to_the_top_of_its_group(
         expect(rows).to_have_count(2)
 
 
+def test_a_message_in_an_archived_conversation_leaves_it_archived(
+    open_context, daphne_demo, user, password
+):
+    """Sending in an archived conversation (its row shown under "Archived") does not move
+    its row into the list: it is still archived."""
+    archived = make(user, "Archived one")
+    Conversation.objects.filter(pk=archived.pk).update(archived=True)
+    make(user, "Listed one")
+    page = log_in(open_context(), daphne_demo, user, password)
+    page.goto(f"{daphne_demo.url}/c/{archived.pk}/")
+    wait_until_idle(page)
+    page.get_by_test_id("archived-toggle").click()
+    expect(row(page, archived, "archived-view")).to_be_visible()
+
+    send_with_enter(page, "Still here?")
+
+    expect(row(page, archived, "archived-view")).to_have_count(1)
+    expect(row(page, archived)).to_have_count(0)
+    assert Conversation.objects.get(pk=archived.pk).archived is True
+
+
 def test_the_row_menu_works_from_the_keyboard(open_context, daphne_demo, user, password):
     """Tab reaches a row's menu button; Enter opens the menu on its first item, arrows move,
     Escape closes it and gives focus back to the button."""
