@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from .errors import NotFound
@@ -36,6 +36,22 @@ def conversation_search(
     if archived is not None:
         conversations = conversations.filter(archived=archived)
     return search(conversations, query)
+
+
+def conversation_list_for_sidebar(
+    *, user, current_id: uuid.UUID | str | None = None
+) -> QuerySet[Conversation]:
+    """The page's sidebar: the user's conversations that have a message, and the open one.
+
+    The page makes a conversation with its first message, but API clients can create
+    empty ones (and the page once made one for every click on "New conversation"): they
+    stay out of the sidebar until they have a message, unless one is being viewed. The
+    API's list (`conversation_list`) still lists them all.
+    """
+    shown = Q(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
+    if current_id is not None:
+        shown |= Q(pk=current_id)
+    return conversation_list(user=user).filter(shown)
 
 
 def conversation_get_for_user(*, user, conversation_id: uuid.UUID | str) -> Conversation:
@@ -88,6 +104,29 @@ def message_list_latest(*, conversation: Conversation, size: int) -> LatestMessa
         since=since,
         has_older=conversation.messages.filter(created_at__lt=since).exists(),
     )
+
+
+def message_export_page(
+    *, conversation_id: uuid.UUID | str, after: Message | None, size: int
+) -> list[Message]:
+    """The next `size` messages of a conversation's export, oldest first, after `after`.
+
+    An export reads in pages (keyset on the history's order, created_at then id) rather
+    than all at once, so a long conversation is never held in memory whole, and each page
+    is its own short query (no cursor held open while the file is sent).
+
+    Every message is exported: regenerated answers too, marked by the export, which
+    groups answers by the turn they reply to.
+    TODO(branches): when messages can branch (`Message.parent` for edited user turns),
+    filter to the default branch here, the one the page shows, and leave the rest out.
+    """
+    messages = Message.objects.filter(conversation_id=conversation_id)
+    if after is not None:
+        messages = messages.filter(
+            Q(created_at__gt=after.created_at) | Q(created_at=after.created_at, id__gt=after.id)
+        )
+    # The stored HTML is the page's, not the export's, and can be as large as the text.
+    return list(messages.defer("html", "html_key").order_by("created_at", "id")[:size])
 
 
 def message_active(*, conversation: Conversation) -> Message | None:

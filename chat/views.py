@@ -25,7 +25,7 @@ from chat.api.pagination import ConversationPagination, MessageCursorPagination
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
-from chat.selectors import LatestMessages, conversation_list, message_list_latest
+from chat.selectors import LatestMessages, conversation_list_for_sidebar, message_list_latest
 from chat.services import messages_html_fill
 
 # The page script swaps this id for a real one to build per-object URLs.
@@ -62,12 +62,18 @@ class Sidebar:
 
 
 def _sidebar(request: HttpRequest, current: Conversation | None = None) -> Sidebar:
-    """The API's first page of the list (pinned first, archived ones left out), and the
-    current conversation wherever it is in the list, so it is always shown and highlighted
-    (the script puts it in its place when its page loads). An archived current
-    conversation is not listed: archiving hides it from the list, not from its reader."""
+    """The first page of the list (pinned first, archived and empty ones left out: see
+    `conversation_list_for_sidebar`), and the current conversation wherever it is in the
+    list, so it is always shown and highlighted (the script puts it in its place when its
+    page loads). An archived current conversation is not listed: archiving hides it from
+    the list, not from its reader.
+
+    The script loads the next pages from the API, whose pages hold the empty ones too: the
+    rows here are a prefix of the API's first page or more, so its second page continues
+    them without a gap (rows already shown are skipped)."""
     size = ConversationPagination.page_size
-    rows = list(_labelled(conversation_list(user=request.user))[: size + 1])
+    listed = conversation_list_for_sidebar(user=request.user, current_id=current and current.pk)
+    rows = list(_labelled(listed)[: size + 1])
     more, rows = len(rows) > size, rows[:size]
     if current is not None and not current.archived and current not in rows:
         current.out_of_order = True

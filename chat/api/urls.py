@@ -20,6 +20,11 @@ urlpatterns = [
         name="message-list",
     ),
     path(
+        "conversations/<uuid:conversation_id>/export/",
+        views.ConversationExportApi.as_view(),
+        name="conversation-export",
+    ),
+    path(
         "conversations/<uuid:conversation_id>/stream-token/",
         views.StreamTokenApi.as_view(),
         name="stream-token",

@@ -5,9 +5,13 @@ from __future__ import annotations
 import functools
 import uuid
 
-from django.http import QueryDict
+from django.http import QueryDict, StreamingHttpResponse
 from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
     extend_schema_view,
@@ -15,12 +19,14 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.fields import empty
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import selectors, services
+from chat import export, selectors, services
 from chat.api.pagination import ConversationPagination, MessageCursorPagination, MessageOrdering
-from chat.api.schema import error_responses
+from chat.api.schema import ErrorSerializer, error_responses
 from chat.api.throttling import SendRateThrottle
 from chat.conf import chat_settings
 from chat.errors import (
@@ -445,4 +451,83 @@ class MessageRegenerateApi(APIView):
         answer = services.message_regenerate(message=message)
         return Response(
             MessageOutputSerializer(answer, context={"request": request}).data, status=201
+        )
+
+
+class ErrorsAreJson(BaseContentNegotiation):
+    """For a view whose `?format=` names what it answers with, not a renderer.
+
+    DRF reads `?format=` as its URL_FORMAT_OVERRIDE and answers a format none of the
+    view's renderers has (`md`) with 404 before the view runs. Here the view reads it
+    itself, and everything DRF renders (the errors) is JSON, whatever the client accepts.
+    """
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ConversationExportApi(APIView):
+    """The conversation as a file to download: Markdown or JSON (chat/export.py)."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = ErrorsAreJson
+
+    class FilterSerializer(serializers.Serializer):
+        format = serializers.ChoiceField(choices=sorted(export.FORMATS))
+
+    @extend_schema(
+        operation_id="conversations_export",
+        parameters=[
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                required=True,
+                enum=sorted(export.FORMATS),
+                description="`md`: Markdown for people. `json`: the documented JSON "
+                "document (`chatsite.conversation`, version 1).",
+            )
+        ],
+        responses={
+            (200, "text/markdown"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="The conversation as Markdown, as an attachment "
+                "(`Content-Disposition`): a title, its model and dates, then every "
+                "message oldest first with its time; statuses other than complete and "
+                "regenerated answers are noted.",
+            ),
+            (200, "application/json"): OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="The conversation as JSON, as an attachment: `format`, "
+                "`version`, `exported_at`, `conversation` {id, title, system_prompt, model, "
+                "created_at, updated_at} and `messages`, oldest first, each with id, role, "
+                "content, status, created_at, completed_at, reply_to, stop_reason, "
+                "input_tokens, output_tokens, error_code, error_message, attempt, attempts "
+                "and superseded (an answer a regenerated one replaced).",
+            ),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="- `invalid`: `format` is missing or not `md` or `json`.",
+            ),
+        },
+    )
+    def get(self, request, conversation_id):
+        query = self.FilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        fmt = query.validated_data["format"]
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+        exported_at = timezone.now()
+        return StreamingHttpResponse(
+            export.export_stream(conversation=conversation, fmt=fmt, exported_at=exported_at),
+            content_type=export.FORMATS[fmt].media_type,
+            headers={
+                "Content-Disposition": export.content_disposition(conversation, fmt, exported_at),
+                # A copy of the user's messages: not for shared caches.
+                "Cache-Control": "private, no-store",
+            },
         )

@@ -62,4 +62,5 @@ const fromTemplate = (template, id) => template.split(cfg.placeholderId).join(id
 export const conversationPageUrl = (id) => fromTemplate(cfg.conversationUrlTemplate, id);
 export const cancelUrl = (id) => fromTemplate(cfg.cancelUrlTemplate, id);
 export const regenerateUrl = (id) => fromTemplate(cfg.regenerateUrlTemplate, id);
-export const messagesUrlFor = (id) => `${cfg.conversationsUrl}${encodeURIComponent(id)}/messages/`;
+export const conversationApiUrlFor = (id) => `${cfg.conversationsUrl}${encodeURIComponent(id)}/`;
+export const messagesUrlFor = (id) => `${conversationApiUrlFor(id)}messages/`;

@@ -6,7 +6,14 @@
 // Keyboard: Enter sends, Shift+Enter adds a line, Escape stops the answer (or closes the
 // sidebar on a phone); while an answer streams, focus moves from the composer to Stop.
 
-import { api, cancelUrl, conversationPageUrl, messagesUrlFor, regenerateUrl } from "./api.js";
+import {
+  api,
+  cancelUrl,
+  conversationApiUrlFor,
+  conversationPageUrl,
+  messagesUrlFor,
+  regenerateUrl,
+} from "./api.js";
 import {
   activeAssistant,
   allBubbles,
@@ -95,6 +102,25 @@ export function autosize() {
 
 // ---------------------------------------------------------------- actions
 
+// The home page's first send: the conversation is made with its first message (two requests),
+// and a send the server refused takes its new conversation with it, so no empty conversation
+// is left behind. After a network failure the send may have arrived: that conversation is
+// kept and reused by the next try (the sidebar lists it only once it has a message).
+async function startConversation(content) {
+  state.createdConversation ||= await api(cfg.conversationsUrl, { method: "POST", body: {} });
+  const id = state.createdConversation.id;
+  try {
+    await api(messagesUrlFor(id), { method: "POST", body: { content } });
+  } catch (err) {
+    if (err.status) {
+      state.createdConversation = null;
+      await api(conversationApiUrlFor(id), { method: "DELETE" }).catch(() => {});
+    }
+    throw err;
+  }
+  window.location.assign(conversationPageUrl(id));
+}
+
 export async function sendMessage() {
   const content = el.input.value;
   if (!content.trim() || state.sending || state.paused || activeAssistant()) return;
@@ -104,12 +130,8 @@ export async function sendMessage() {
   let navigating = false;
   try {
     if (cfg.page === "home") {
-      // Reuse the conversation made by an earlier failed attempt instead of making another.
-      state.createdConversation ||= await api(cfg.conversationsUrl, { method: "POST", body: {} });
-      const id = state.createdConversation.id;
-      await api(messagesUrlFor(id), { method: "POST", body: { content } });
+      await startConversation(content);
       navigating = true;
-      window.location.assign(conversationPageUrl(id));
       return;
     }
     const data = await api(cfg.messagesUrl, { method: "POST", body: { content } });

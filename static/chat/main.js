@@ -12,6 +12,9 @@
 //   conversation-list.js  the sidebar's list: pages on scroll, pinned, row menus, archived
 //   search.js    searching conversations (Ctrl/Cmd+K)
 //   dialogs.js   rename, conversation settings, delete
+//   shortcuts.js keyboard shortcuts and the "Keyboard shortcuts" dialog (`?`)
+//   menus.js     closing the header's <details> menus (Export)
+//   times.js     message times in the reader's time zone
 // static/chat/markdown.js stays a classic deferred script (see its header).
 
 import {
@@ -31,6 +34,7 @@ import {
   saveSettings,
   startRename,
 } from "./dialogs.js";
+import { watchMenus } from "./menus.js";
 import {
   activeAssistant,
   allBubbles,
@@ -48,8 +52,10 @@ import {
 import { cfg, el, hooks, markdown, NEAR_BOTTOM_PX, root, state } from "./page.js";
 import { startConversationList } from "./conversation-list.js";
 import { startSearch } from "./search.js";
+import { installShortcuts } from "./shortcuts.js";
 import { newConversation, phone, setSidebar, sidebarOpen, syncSidebar } from "./sidebar.js";
 import { connect, watchConnectivity } from "./stream.js";
+import { showTimes } from "./times.js";
 
 function start() {
   // The calls other modules make back into the composer (see page.js).
@@ -103,7 +109,7 @@ function start() {
     const bubble = button.closest('[data-testid="message"]');
     switch (button.dataset.action) {
       case "new-conversation":
-        newConversation(button);
+        newConversation();
         break;
       case "copy-message":
         copyFrom(button, textOf(bubble));
@@ -202,6 +208,10 @@ function start() {
   watchConnectivity();
   startConversationList();
   startSearch();
+  // Their keydown listeners capture: a key they handle never reaches the ones above.
+  installShortcuts();
+  watchMenus();
+  showTimes();
 
   // Server-rendered history: highlight its code blocks and give them copy buttons.
   for (const bubble of allBubbles()) {

@@ -32,6 +32,7 @@ import {
   RETRYABLE,
   state,
 } from "./page.js";
+import { setTime } from "./times.js";
 
 // ---------------------------------------------------------------- bubbles
 
@@ -198,6 +199,8 @@ export function createBubble(message) {
   bubble.querySelector(".message__role").textContent = role === "user" ? "You" : "Claude";
   if (role === "user") bodyOf(bubble).classList.remove("markdown");
   setUsage(bubble, message.input_tokens, message.output_tokens);
+  // A streamed answer's time comes with its message_start.
+  setTime(bubble, message.created_at);
   if (role === "assistant") setContextNote(bubble, message.context_omitted_turns);
   setStatus(bubble, message.status || "pending", message.error_message || message.error_code);
   setText(bubble, message.content);

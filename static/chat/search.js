@@ -213,7 +213,9 @@ export function startSearch() {
   input.addEventListener("keydown", onKey);
   results.addEventListener("keydown", onResultKey);
   document.addEventListener("keydown", (event) => {
-    if (event.key.toLowerCase() !== "k" || !(event.ctrlKey || event.metaKey)) return;
+    // The K key, also on a layout that types another letter there (Cyrillic, Greek…).
+    const k = event.key.toLowerCase() === "k" || event.code === "KeyK";
+    if (!k || !(event.ctrlKey || event.metaKey)) return;
     if (event.altKey || event.shiftKey || document.querySelector("dialog[open]")) return;
     event.preventDefault();
     focusSearch();

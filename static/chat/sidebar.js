@@ -4,9 +4,8 @@
 // conversation", and opening/closing the sidebar: collapsed on a wide screen (remembered in
 // a cookie, so the server renders the next page the same way) or an overlay on a phone.
 
-import { api, conversationPageUrl } from "./api.js";
 import { moveToTop } from "./conversation-list.js";
-import { byTestId, cfg, el, hooks, root, SIDEBAR_COOKIE, SIDEBAR_LABEL_CHARS } from "./page.js";
+import { byTestId, cfg, el, root, SIDEBAR_COOKIE, SIDEBAR_LABEL_CHARS } from "./page.js";
 
 // ---------------------------------------------------------------- conversation list
 
@@ -32,16 +31,16 @@ export function touchSidebar(content) {
   moveToTop(link.closest('[data-testid="conversation-row"]'));
 }
 
-export async function newConversation(button) {
-  button.disabled = true;
-  hooks.hideError();
-  try {
-    const conversation = await api(cfg.conversationsUrl, { method: "POST", body: {} });
-    window.location.assign(conversationPageUrl(conversation.id));
-  } catch (err) {
-    hooks.showError(err.message);
-    button.disabled = false;
+// "New conversation" makes nothing: it is the home page's empty composer, whose first send
+// makes the conversation with its message (composer.js), so clicks never leave empty
+// "Untitled conversation"s behind. On the home page it is the composer that gets focus.
+export function newConversation() {
+  if (cfg.page !== "home") {
+    window.location.assign(cfg.homeUrl);
+    return;
   }
+  if (phone.matches && sidebarOpen()) setSidebar(false);
+  el.input.focus();
 }
 
 // ---------------------------------------------------------------- sidebar

@@ -267,6 +267,10 @@ def _lived_in_conversation(user) -> Conversation:
     )
     for minutes, title in older:
         old = Conversation.objects.create(owner=user, title=title, model="claude-sonnet-4-5")
+        # The sidebar lists conversations that have a message.
+        Message.objects.create(
+            conversation=old, role=Message.Role.USER, content=title, created_at=now
+        )
         Conversation.objects.filter(pk=old.pk).update(updated_at=now - timedelta(minutes=minutes))
     conversation = Conversation.objects.create(
         owner=user, title="Summing a CSV column in Python", model="claude-sonnet-4-5"

@@ -270,6 +270,8 @@ def test_rename_and_delete_a_conversation(open_context, daphne_anthropic, user, 
     removes the conversation and goes home."""
     page = log_in(open_context(), daphne_anthropic, user, password)
     keep_id = new_conversation(page)
+    # Listed in the sidebar once it has a message (empty ones are not, unless open).
+    Message.objects.create(conversation_id=keep_id, role="user", content="Keep this one")
     doomed_id = new_conversation(page)
 
     page.get_by_test_id("rename-conversation").click()
@@ -346,7 +348,8 @@ def test_autoscroll_follows_unless_the_reader_scrolled_up(
 def test_phone_sidebar_is_a_drawer(open_context, daphne_anthropic, user, password):
     """On a phone the conversation list is hidden behind a menu button; it opens as a drawer
     over the page and closes with Escape (focus back on the button) or a tap outside."""
-    Conversation.objects.create(owner=user, title="An older chat", model="m")
+    older = Conversation.objects.create(owner=user, title="An older chat", model="m")
+    Message.objects.create(conversation=older, role="user", content="Hello")
     page = log_in(open_context(**PHONE), daphne_anthropic, user, password)
     sidebar = page.get_by_test_id("sidebar")
     toggle = page.get_by_test_id("sidebar-toggle")
@@ -367,10 +370,15 @@ def test_phone_sidebar_is_a_drawer(open_context, daphne_anthropic, user, passwor
     page.get_by_test_id("sidebar-backdrop").click(position={"x": 370, "y": 400})
     expect(link).to_be_hidden()
 
-    # A new conversation is one tap away in the header.
-    page.get_by_test_id("new-conversation-compact").click()
+    # A new conversation is one tap away in the header: the home page's empty composer.
+    toggle.click()
+    link.click()
     page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
     wait_until_idle(page)
+    page.get_by_test_id("new-conversation-compact").click()
+    page.wait_for_url(f"{daphne_anthropic.url}/")
+    expect(page.get_by_test_id("composer-input")).to_have_value("")
+    assert Conversation.objects.filter(owner=user).count() == 1
 
 
 def test_desktop_sidebar_collapses_and_stays_collapsed(

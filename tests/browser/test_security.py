@@ -233,7 +233,7 @@ def test_page_script_modules_load_under_the_csp_without_errors(
     page = log_in(open_context(), daphne_anthropic, user, password)
     errors = console_errors(page)
     page.reload()
-    new_conversation(page)  # the home page's script made it; its stream is open
+    new_conversation(page)  # a conversation page: its script runs and its stream opens
     scripts = page.evaluate(
         """() => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
               .filter((path) => path.startsWith("/static/chat/"))
@@ -241,6 +241,7 @@ def test_page_script_modules_load_under_the_csp_without_errors(
     )
     modules = {"page", "api", "stream", "messages", "composer", "sidebar", "dialogs", "main"}
     modules |= {"conversation-list", "search"}
+    modules |= {"shortcuts", "menus", "times"}
     assert {f"{name}.js" for name in modules} | {"markdown.js"} <= set(scripts), scripts
 
     sent = send_with_enter(page, fake(text="A **bold** answer.", tps=40, chunk=3))

@@ -22,8 +22,10 @@ ROWS = '[data-testid="conversation-list"] [data-testid="conversation-row"]'
 
 
 def make(owner, title: str, *messages: str, minutes_ago: int = 0) -> Conversation:
+    """A conversation with `messages` (a question and an answer, alternately; at least one
+    question: the sidebar lists conversations with a message)."""
     conversation = Conversation.objects.create(owner=owner, title=title, model="demo")
-    for number, content in enumerate(messages):
+    for number, content in enumerate(messages or ["Hello"]):
         Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER if number % 2 == 0 else Message.Role.ASSISTANT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -157,7 +157,9 @@ def test_home_lists_own_conversations_most_recent_first(client, alice, bob):
     """The sidebar lists only the user's own conversations, most recently updated first."""
     old = make_conversation(alice, title="Old topic", updated_ago=timedelta(days=2))
     new = make_conversation(alice, title="New topic", updated_ago=timedelta(minutes=1))
-    make_conversation(bob, title="Bob topic")
+    bobs = make_conversation(bob, title="Bob topic")
+    for conversation in (old, new, bobs):
+        add_message(conversation, role="user", content="Hello")
     client.force_login(alice)
 
     html = client.get(reverse("chat:home")).content.decode()
@@ -180,6 +182,37 @@ def test_untitled_conversation_is_labelled_by_its_first_question(client, alice):
 
     assert "How do tides work?" in html
     assert "Untitled conversation" not in html
+
+
+def test_sidebar_leaves_out_conversations_without_messages(client, alice):
+    """An empty conversation (made through the API, or by an older page for every click
+    on "New conversation") is not listed until it has a message; the API lists it."""
+    chatted = make_conversation(alice, title="Chatted")
+    add_message(chatted, role="user", content="Hi")
+    make_conversation(alice, title="Empty one")
+    make_conversation(alice)
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    links = by_testid(html, "conversation-link")
+    assert [link["data-conversation-id"] for link in links] == [str(chatted.pk)]
+    assert "Untitled conversation" not in html
+    assert client.get(reverse("conversation-list")).json()["count"] == 3
+
+
+def test_an_empty_conversation_is_listed_while_it_is_open(client, alice):
+    """The open conversation is in the sidebar even before its first message; other empty
+    ones are not."""
+    empty = make_conversation(alice, title="Just made")
+    make_conversation(alice, title="Another empty")
+    client.force_login(alice)
+
+    html = client.get(page_url(empty)).content.decode()
+
+    links = by_testid(html, "conversation-link")
+    assert [link["data-conversation-id"] for link in links] == [str(empty.pk)]
+    assert links[0]["aria-current"] == "page"
 
 
 def test_home_rejects_post(client, alice):
@@ -388,7 +421,8 @@ def test_page_script_modules_import_existing_files_without_cycles():
             pending.append(target)
     assert set(graph) == {
         "main.js", "page.js", "api.js", "stream.js", "messages.js",
-        "composer.js", "sidebar.js", "dialogs.js", "conversation-list.js", "search.js",
+        "composer.js", "sidebar.js", "dialogs.js", "shortcuts.js", "menus.js", "times.js",
+        "conversation-list.js", "search.js",
     }  # fmt: skip
 
     def reaches(start: str, goal: str, seen: frozenset = frozenset()) -> bool:
@@ -769,6 +803,69 @@ def test_conversation_page_exposes_the_urls_for_the_controls(client, alice):
     assert root["data-regenerate-url-template"] == f"/api/v1/messages/{placeholder}/regenerate/"
     assert root["data-model"] == "test-model"
     assert root["data-home-url"] == reverse("chat:home")
+
+
+def test_conversation_page_offers_export_links_that_work_without_the_script(client, alice):
+    """The header's Export menu holds two plain download links, Markdown and JSON, to the
+    export API; home has no conversation to export."""
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    assert elements(html, "details", data_testid="export-menu")
+    api = f"/api/v1/conversations/{conversation.pk}/export/"
+    for testid, fmt in (("export-markdown", "md"), ("export-json", "json")):
+        (link,) = elements(html, "a", data_testid=testid)
+        assert link["href"] == f"{api}?format={fmt}"
+        assert "download" in link
+    home = client.get(reverse("chat:home")).content.decode()
+    assert not by_testid(home, "export-menu")
+
+
+def test_messages_carry_their_time(client, alice):
+    """Each message has a <time> with its ISO 8601 moment (the script shows it in the
+    reader's time zone) and the full date and time as its title."""
+    conversation = make_conversation(alice)
+    sent = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+    add_message(conversation, role="user", content="Hi", created_at=sent)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    (time,) = elements(html, "time", data_testid="message-time")
+    assert time["datetime"] == "2026-05-06T07:08:09+00:00"
+    assert time["title"] == "6 May 2026, 07:08:09 UTC"
+    assert ">07:08</time>" in html
+    (template_time,) = elements(html, "time", in_template=True, data_testid="message-time")
+    assert "datetime" not in template_time
+
+
+@pytest.mark.parametrize("name", ["home", "conversation"])
+def test_every_page_lists_its_keyboard_shortcuts(client, alice, name):
+    """A "Keyboard shortcuts" dialog, opened by a header button, lists each shortcut in <kbd>."""
+    conversation = make_conversation(alice)
+    client.force_login(alice)
+    url = reverse("chat:home") if name == "home" else page_url(conversation)
+
+    html = client.get(url).content.decode()
+
+    assert elements(html, "dialog", data_testid="shortcuts-dialog")
+    (button,) = elements(html, "button", data_testid="shortcuts-button")
+    assert button["aria-keyshortcuts"] == "?"
+    dialog = html[html.index('data-testid="shortcuts-dialog"') :]
+    dialog = dialog[: dialog.index("</dialog>")]
+    for keys in (
+        "<kbd>Enter</kbd>",
+        "<kbd>Shift</kbd> <kbd>Enter</kbd>",
+        "<kbd>Esc</kbd>",
+        "<kbd data-mod>Ctrl</kbd> <kbd>Shift</kbd> <kbd>O</kbd>",
+        "<kbd data-mod>Ctrl</kbd> <kbd>Shift</kbd> <kbd>C</kbd>",
+        "<kbd>Shift</kbd> <kbd>Esc</kbd>",
+        "<kbd data-mod>Ctrl</kbd> <kbd>K</kbd>",
+        "<kbd>?</kbd>",
+    ):
+        assert keys in dialog
 
 
 def test_messages_api_tells_which_turn_an_answer_replies_to(client, alice):

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.api.pagination import ConversationPagination
-from chat.models import Conversation
+from chat.models import Conversation, Message
 from tests.chat.test_pages import by_testid, elements
 
 pytestmark = pytest.mark.django_db
@@ -31,6 +31,10 @@ def make_many(owner, count: int, **fields) -> list[Conversation]:
             Conversation(owner=owner, title=f"Chat {number}", model="m", **fields)
             for number in range(count)
         ]
+    )
+    # The sidebar lists conversations with a message (and the one being read).
+    Message.objects.bulk_create(
+        [Message(conversation=c, role=Message.Role.USER, content="Hi") for c in conversations]
     )
     for number, conversation in enumerate(conversations):
         Conversation.objects.filter(pk=conversation.pk).update(
