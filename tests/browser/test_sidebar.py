@@ -343,7 +343,8 @@ def test_search_box_and_row_menu_show_in_every_theme_and_size(
     open_context, daphne_demo, user, password, scheme, device, tmp_path
 ):
     """In light and dark, on a desktop and a phone: Ctrl+K shows and focuses the search box
-    (opening the drawer on a phone), results show, and a row's menu opens in view."""
+    (opening the drawer on a phone), results show, a row's menu opens in view, and pinning
+    and archiving from it work."""
     conversation = make(user, "Lighthouse keeping", "How often is the lamp cleaned?", "Daily.")
     options = {"color_scheme": scheme, **(PHONE if device == "phone" else {})}
     page = log_in(open_context(**options), daphne_demo, user, password)
@@ -371,3 +372,10 @@ def test_search_box_and_row_menu_show_in_every_theme_and_size(
             .backgroundColor, getComputedStyle(document.body).color]"""
     )
     assert colours[0] != colours[1]  # the menu is readable (not text-coloured) in both themes
+
+    menu.get_by_test_id("menu-pin").click()
+    expect(page.get_by_test_id("pinned-group")).to_be_in_viewport()
+    open_menu(page, conversation).get_by_test_id("menu-archive").click()
+    expect(row(page, conversation)).to_have_count(0)
+    page.get_by_test_id("archived-toggle").click()
+    expect(row(page, conversation, "archived-view")).to_be_in_viewport()
