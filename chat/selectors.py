@@ -13,10 +13,29 @@ from django.db.models.functions import Coalesce
 from .errors import NotFound
 from .models import Conversation, Message
 from .providers import ChatTurn
+from .search import search
 
 
-def conversation_list(*, user) -> QuerySet[Conversation]:
-    return Conversation.objects.visible_to(user).order_by("-updated_at")
+def conversation_list(*, user, archived: bool = False) -> QuerySet[Conversation]:
+    """The user's conversations as the sidebar lists them: pinned first, then the most
+    recently updated. Archived ones are left out, or with `archived`, listed alone."""
+    return (
+        Conversation.objects.visible_to(user)
+        .filter(archived=archived)
+        .order_by("-pinned", "-updated_at", "-pk")
+    )
+
+
+def conversation_search(
+    *, user, query: str, archived: bool | None = None
+) -> QuerySet[Conversation]:
+    """The user's conversations whose title or any message matches `query`, best match
+    first, each once, with `rank` and `snippet` (chat/search.py). Archived conversations
+    are searched too, unless `archived` says which to search."""
+    conversations = Conversation.objects.visible_to(user)
+    if archived is not None:
+        conversations = conversations.filter(archived=archived)
+    return search(conversations, query)
 
 
 def conversation_list_for_sidebar(

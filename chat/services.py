@@ -33,22 +33,42 @@ _TITLE_LENGTH = 60
 
 @transaction.atomic
 def conversation_create(
-    *, owner, title: str = "", system_prompt: str = "", model: str = ""
+    *,
+    owner,
+    title: str = "",
+    system_prompt: str = "",
+    model: str = "",
+    pinned: bool = False,
+    archived: bool = False,
 ) -> Conversation:
     return Conversation.objects.create(
         owner=owner,
         title=title.strip(),
         system_prompt=system_prompt,
         model=model or chat_settings.MODEL,
+        pinned=pinned and not archived,  # as in `conversation_update`: archiving wins
+        archived=archived,
     )
 
 
 @transaction.atomic
 def conversation_update(*, conversation: Conversation, **fields) -> Conversation:
-    for name in ("title", "system_prompt", "model"):
-        if name in fields:
-            setattr(conversation, name, fields[name])
-    conversation.save()
+    """Change the given fields. Pinning and archiving move the conversation between the
+    list's places without changing `updated_at` (the list's order of recent activity):
+    pinning takes it out of the archive and archiving unpins it (asked for both at once,
+    archiving wins: a conversation is in one place, `pinned_or_archived_not_both`)."""
+    if fields.get("archived"):
+        fields["pinned"] = False
+    elif fields.get("pinned"):
+        fields["archived"] = False
+    edited = [name for name in ("title", "system_prompt", "model") if name in fields]
+    placed = [name for name in ("pinned", "archived") if name in fields]
+    for name in edited + placed:
+        setattr(conversation, name, fields[name])
+    if edited:
+        conversation.save()
+    elif placed:
+        conversation.save(update_fields=placed)  # `updated_at` (auto_now) is left as it was
     return conversation
 
 

@@ -9,6 +9,7 @@ page and every other client share one contract.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -18,8 +19,9 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
+from rest_framework.utils.urls import replace_query_param
 
-from chat.api.pagination import MessageCursorPagination
+from chat.api.pagination import ConversationPagination, MessageCursorPagination
 from chat.branches import default_branch
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
@@ -46,9 +48,47 @@ def _labelled(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
     )
 
 
-def _sidebar(request: HttpRequest, current: Conversation | None = None) -> QuerySet[Conversation]:
-    return _labelled(
-        conversation_list_for_sidebar(user=request.user, current_id=current and current.pk)
+@dataclass(frozen=True)
+class Sidebar:
+    """The conversation list's first page as the page renders it; the page script loads
+    the next pages from the API (`next_url`) as the list is scrolled to its end."""
+
+    pinned: list[Conversation]
+    recent: list[Conversation]
+    next_url: str  # the API's second page, or "" when this is all
+
+    @property
+    def conversations(self) -> list[Conversation]:
+        return [*self.pinned, *self.recent]
+
+
+def _sidebar(request: HttpRequest, current: Conversation | None = None) -> Sidebar:
+    """The first page of the list (pinned first, archived and empty ones left out: see
+    `conversation_list_for_sidebar`), and the current conversation wherever it is in the
+    list, so it is always shown and highlighted (the script puts it in its place when its
+    page loads). An archived current conversation is not listed: archiving hides it from
+    the list, not from its reader.
+
+    The script loads the next pages from the API, whose pages hold the empty ones too: the
+    rows here are a prefix of the API's first page or more, so its second page continues
+    them without a gap (rows already shown are skipped)."""
+    size = ConversationPagination.page_size
+    listed = conversation_list_for_sidebar(user=request.user, current_id=current and current.pk)
+    rows = list(_labelled(listed)[: size + 1])
+    more, rows = len(rows) > size, rows[:size]
+    if current is not None and not current.archived and current not in rows:
+        current.out_of_order = True
+        rows.append(current)
+    for row in rows:
+        row.label = row.title or row.first_prompt or "Untitled conversation"
+        row.is_current = current is not None and row.pk == current.pk
+    next_url = ""
+    if more:
+        next_url = replace_query_param(reverse("conversation-list"), "page", 2)
+    return Sidebar(
+        pinned=[row for row in rows if row.pinned],
+        recent=[row for row in rows if not row.pinned],
+        next_url=next_url,
     )
 
 
@@ -129,11 +169,13 @@ def _model_choices(request: HttpRequest, current: Conversation) -> list[str]:
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """The conversation list and an empty thread whose composer starts a new conversation."""
+    sidebar = _sidebar(request)
     return render(
         request,
         "chat/chat.html",
         {
-            "conversations": _sidebar(request),
+            "sidebar": sidebar,
+            "conversations": sidebar.conversations,
             "conversation": None,
             "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": [],
@@ -154,11 +196,13 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
     latest = message_list_latest(conversation=current, size=chat_settings.MESSAGE_PAGE_SIZE)
     messages_html_fill(messages=latest.messages)
     chat_messages = _thread(latest.messages)
+    sidebar = _sidebar(request, current)
     return render(
         request,
         "chat/chat.html",
         {
-            "conversations": _sidebar(request, current),
+            "sidebar": sidebar,
+            "conversations": sidebar.conversations,
             "conversation": current,
             "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": chat_messages,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 
-from django.http import StreamingHttpResponse
+from django.http import QueryDict, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -14,9 +14,11 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
+    extend_schema_view,
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
+from rest_framework.fields import empty
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -38,6 +40,7 @@ from chat.errors import (
     TokenBudgetExhausted,
 )
 from chat.models import Conversation, Message
+from chat.search import SEARCH_MAX_CHARS
 from chat.text import is_blank
 
 
@@ -48,6 +51,15 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
     )
     messages_url = serializers.HyperlinkedIdentityField(
         view_name="message-list", lookup_url_kwarg="conversation_id"
+    )
+
+    snippet = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="In the results of `GET /conversations/?search=`: the text around the match "
+        "in the conversation's best-matching message (plain text), or null when only the "
+        "title matched. Null everywhere else.",
     )
 
     class Meta:
@@ -61,7 +73,16 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
             "model",
             "created_at",
             "updated_at",
+            "pinned",
+            "archived",
+            "snippet",
         )
+
+    def to_representation(self, conversation: Conversation) -> dict:
+        data = super().to_representation(conversation)
+        if data["snippet"] is not None:
+            data["snippet"] = " ".join(data["snippet"].split())  # one line, as the sidebar shows it
+        return data
 
 
 class MessageOutputSerializer(serializers.Serializer):
@@ -181,6 +202,28 @@ class MessageContentField(StrictCharField):
         super().__init__(**kwargs)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """`true` or `false` in JSON, not the `"yes"`, `1` or `"on"` DRF's BooleanField also
+    takes (the schema says boolean); an HTML form (the browsable API) still posts text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool) and not isinstance(self.root.initial_data, QueryDict):
+            self.fail("invalid", input=data)
+        return super().to_internal_value(data)
+
+
+class QueryBooleanField(serializers.BooleanField):
+    """A boolean query parameter: `true` or `false`, nothing else."""
+
+    TRUE_VALUES = {"true"}
+    FALSE_VALUES = {"false"}
+    NULL_VALUES: set = set()
+
+    def get_value(self, dictionary):
+        # As sent: absent is absent (not a form's unticked False) and "" is refused.
+        return dictionary.get(self.field_name, empty)
+
+
 class ConversationInputSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     system_prompt = StrictCharField(
@@ -191,6 +234,14 @@ class ConversationInputSerializer(serializers.Serializer):
         style={"base_template": "textarea.html"},
     )
     model = StrictCharField(max_length=100, required=False)
+    pinned = StrictBooleanField(
+        required=False, help_text="Pinned conversations are listed first. Pinning unarchives."
+    )
+    archived = StrictBooleanField(
+        required=False,
+        help_text="Archived conversations are left out of the list (see `?archived=`) but "
+        "still found by search. Archiving unpins (with `pinned: true` too, archiving wins).",
+    )
 
 
 @extend_schema_serializer(component_name="MessageEditInput")
@@ -210,12 +261,40 @@ class MessageSendOutputSerializer(serializers.Serializer):
     assistant_message = MessageOutputSerializer()
 
 
+class ConversationListQuerySerializer(serializers.Serializer):
+    search = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=SEARCH_MAX_CHARS,
+        help_text="Only conversations whose title or message text matches, best match first "
+        '(full-text search on PostgreSQL: words, "a phrase", `or`, `-word`; a contains-'
+        "search on SQLite), each with a `snippet`. Archived conversations are searched "
+        "too unless `archived` is given. Blank: the usual list.",
+    )
+    archived = QueryBooleanField(
+        required=False,
+        help_text="`true`: only archived conversations. `false`: only the others (what the "
+        "list shows without `archived`; a search then covers both).",
+    )
+
+
+@extend_schema_view(get=extend_schema(parameters=[ConversationListQuerySerializer]))
 class ConversationListCreateApi(generics.ListAPIView):
+    """GET: the user's conversations, pinned first then the most recently updated, archived
+    ones left out (or alone, with `?archived=true`); with `?search=`, those that match,
+    best first. POST: a new conversation."""
+
     # A generic list view, so the schema declares the page (count, next, previous, results).
     pagination_class = ConversationPagination
 
     def get_queryset(self):
-        return selectors.conversation_list(user=self.request.user)
+        params = ConversationListQuerySerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        query = params.validated_data.get("search", "")
+        archived = params.validated_data.get("archived")
+        if is_blank(query):
+            return selectors.conversation_list(user=self.request.user, archived=bool(archived))
+        return selectors.conversation_search(user=self.request.user, query=query, archived=archived)
 
     def get_serializer_class(self):
         # What the browsable API builds its form from; the schema is declared below.

@@ -241,6 +241,7 @@ def test_page_script_modules_load_under_the_csp_without_errors(
     )
     modules = {"page", "api", "stream", "messages", "composer", "sidebar", "dialogs", "main"}
     modules |= {"branches", "edit"}
+    modules |= {"conversation-list", "search"}
     modules |= {"shortcuts", "menus", "times"}
     assert {f"{name}.js" for name in modules} | {"markdown.js"} <= set(scripts), scripts
 

@@ -282,7 +282,18 @@ def test_detail_returns_the_conversation(api_client, conversation):
     body = api_client.get(detail_url(conversation.pk)).json()
     assert body["id"] == str(conversation.pk)
     assert body["title"] == "Test chat"
-    assert {"id", "title", "system_prompt", "model", "created_at", "updated_at"} <= set(body)
+    assert {
+        "id",
+        "title",
+        "system_prompt",
+        "model",
+        "created_at",
+        "updated_at",
+        "pinned",
+        "archived",
+        "snippet",
+    } <= set(body)
+    assert body["snippet"] is None
     assert body["url"] == f"http://testserver{detail_url(conversation.pk)}"
     assert body["messages_url"] == f"http://testserver{messages_url(conversation.pk)}"
     assert api_client.get(body["messages_url"]).status_code == 200
