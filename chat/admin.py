@@ -276,7 +276,9 @@ class MessageAdmin(admin.ModelAdmin):
         "conversation__title",
         "=conversation__owner__username",
     )
-    readonly_fields = (*_MESSAGE_READONLY, "conversation")
+    # The links of the message tree are shown, not edited: as form fields each would be a
+    # <select> of every message stored.
+    readonly_fields = (*_MESSAGE_READONLY, "conversation", "reply_to", "parent")
     list_select_related = ("conversation__owner",)
     date_hierarchy = "created_at"
     ordering = ("-created_at",)

@@ -121,10 +121,19 @@ class NotAnAnswer(ChatError):
     default_detail = "Only assistant messages can be stopped or regenerated."
 
 
-class NotLatestAnswer(ChatError):
-    status_code = 409
-    default_code = "not_latest_answer"
-    default_detail = "Only the latest answer in a conversation can be regenerated."
+class NotAUserMessage(ChatError):
+    status_code = 400
+    default_code = "not_a_user_message"
+    default_detail = "Only user messages can be edited."
+
+
+class InvalidParent(ChatError):
+    """A send's `parent` that is not an answer in the conversation (a user message, a
+    message of another conversation, or none at all)."""
+
+    status_code = 400
+    default_code = "invalid_parent"
+    default_detail = "`parent` must be the id of an assistant message in this conversation."
 
 
 class Unavailable(ChatError):

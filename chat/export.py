@@ -20,6 +20,9 @@ The JSON document (`"format": "chatsite.conversation"`, `"version": 1`)::
           "status": "complete" | "pending" | "streaming" | "cancelled" | "failed" | "interrupted",
           "created_at": "…", "completed_at": "…" | null,
           "reply_to": the user message an answer replies to (null for user messages),
+          "parent": the answer a user message follows (null for answers and for a
+                    conversation's first message; user messages with one parent are
+                    edits, each starting a branch),
           "stop_reason": "end_turn" | "max_tokens" | … | "",
           "input_tokens": int | null, "output_tokens": int | null,
           "error_code": "…" | "", "error_message": "…" | "",
@@ -201,6 +204,7 @@ class JsonExport:
             "created_at": _iso(message.created_at),
             "completed_at": _iso(message.completed_at),
             "reply_to": str(message.reply_to_id) if message.reply_to_id else None,
+            "parent": str(message.parent_id) if message.parent_id else None,
             "stop_reason": message.stop_reason,
             "input_tokens": message.input_tokens,
             "output_tokens": message.output_tokens,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -43,15 +45,41 @@ class Conversation(models.Model):
     model = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    # Where the conversation is listed: "Pinned" above the rest, or "Archived" (left out of
+    # the list, still found by search). One place at a time (the constraint below).
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["owner", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"]),
+            # The sidebar's list: a user's unarchived (or archived) ones, pinned first.
+            models.Index(
+                fields=["owner", "archived", "-pinned", "-updated_at"], name="conversation_list"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(pinned=True, archived=True), name="pinned_or_archived_not_both"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {str(self.id)[:8]}"
+
+
+# The text-search configuration of message search on PostgreSQL (chat/search.py): English
+# stemming ("streams" finds "streaming"). The index below is built with it, and a query
+# uses the index only if it spells the same expression, so it is a constant, not a setting.
+SEARCH_CONFIG = "english"
+
+
+def message_search_vector() -> SearchVector:
+    """A message's text as PostgreSQL searches it: the index's expression and the query's."""
+    return SearchVector("content", config=SEARCH_CONFIG)
 
 
 class Message(models.Model):
@@ -93,6 +121,12 @@ class Message(models.Model):
     reply_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
     )
+    # For a user message: the answer it follows (null for a conversation's first message).
+    # Messages form a tree: several user messages with one parent are edits (branches),
+    # as several answers with one `reply_to` are regenerations. Answers leave it null.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     # The run's lease: which process owns it (its control channel) and until when.
     # An active message whose lease has expired belongs to a dead process.
     run_owner = models.CharField(max_length=200, blank=True)
@@ -118,6 +152,9 @@ class Message(models.Model):
                 condition=Q(status__in=["pending", "streaming"]),
                 name="active_message_leases",
             ),
+            # Full-text search over message text; PostgreSQL only (migration 0005 builds it
+            # there and skips it elsewhere).
+            GinIndex(message_search_vector(), name="message_content_search"),
         ]
         constraints = [
             # The database, not a check-then-act race, enforces one run per conversation.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,9 +15,10 @@ from . import budget, catalog, runs, selectors
 from .conf import chat_settings
 from .errors import (
     ContentTooLong,
+    InvalidParent,
     MessageFinished,
     NotAnAnswer,
-    NotLatestAnswer,
+    NotAUserMessage,
     Overloaded,
     RunActive,
     Unavailable,
@@ -31,7 +33,13 @@ _TITLE_LENGTH = 60
 
 @transaction.atomic
 def conversation_create(
-    *, owner, title: str = "", system_prompt: str = "", model: str = ""
+    *,
+    owner,
+    title: str = "",
+    system_prompt: str = "",
+    model: str = "",
+    pinned: bool = False,
+    archived: bool = False,
 ) -> Conversation:
     """A new conversation; `model` must be offered (the API checks), the default if blank."""
     return Conversation.objects.create(
@@ -39,15 +47,29 @@ def conversation_create(
         title=title.strip(),
         system_prompt=system_prompt,
         model=model or catalog.default_model().id,
+        pinned=pinned and not archived,  # as in `conversation_update`: archiving wins
+        archived=archived,
     )
 
 
 @transaction.atomic
 def conversation_update(*, conversation: Conversation, **fields) -> Conversation:
-    for name in ("title", "system_prompt", "model"):
-        if name in fields:
-            setattr(conversation, name, fields[name])
-    conversation.save()
+    """Change the given fields. Pinning and archiving move the conversation between the
+    list's places without changing `updated_at` (the list's order of recent activity):
+    pinning takes it out of the archive and archiving unpins it (asked for both at once,
+    archiving wins: a conversation is in one place, `pinned_or_archived_not_both`)."""
+    if fields.get("archived"):
+        fields["pinned"] = False
+    elif fields.get("pinned"):
+        fields["archived"] = False
+    edited = [name for name in ("title", "system_prompt", "model") if name in fields]
+    placed = [name for name in ("pinned", "archived") if name in fields]
+    for name in edited + placed:
+        setattr(conversation, name, fields[name])
+    if edited:
+        conversation.save()
+    elif placed:
+        conversation.save(update_fields=placed)  # `updated_at` (auto_now) is left as it was
     return conversation
 
 
@@ -72,8 +94,15 @@ class SendResult:
     assistant_message: Message
 
 
-def message_send(*, conversation: Conversation, content: str) -> SendResult:
+def message_send(
+    *, conversation: Conversation, content: str, parent_id: uuid.UUID | str | None = None
+) -> SendResult:
     """Store the user's message and an empty assistant message, then start the run.
+
+    The message follows answer `parent_id` (an answer in this conversation, else
+    `InvalidParent`): the last answer of the branch the sender reads. Without one it
+    follows the conversation's newest answer, so a client that knows nothing of branches
+    continues the newest one, as when a conversation was a single line.
 
     One run per conversation: a send while an answer is pending or streaming is
     refused with `RunActive`. The database constraint decides (the answer's INSERT
@@ -82,10 +111,40 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
     message too long for the model's context window on its own (`ContextTooLong`).
     """
     _admit()
+    _check_length(content)
+    if parent_id is None:
+        parent_id = selectors.message_latest_answer_id(conversation=conversation)
+    elif not selectors.message_is_answer_in(conversation=conversation, message_id=parent_id):
+        raise InvalidParent()
+    budget.ensure_budget_left(user_id=conversation.owner_id)
+    return _store_turn(conversation=conversation, content=content, parent_id=parent_id)
+
+
+def message_edit(*, message: Message, content: str) -> SendResult:
+    """Send `content` in place of user message `message`: a new user message with the same
+    parent (a new branch from that turn; the edited one and its answers are kept), and its
+    answer, whose run starts as for a send. Refused as a send is."""
+    _admit()
+    if message.role != Message.Role.USER:
+        raise NotAUserMessage()
+    _check_length(content)
+    budget.ensure_budget_left(user_id=message.conversation.owner_id)
+    return _store_turn(
+        conversation=message.conversation, content=content, parent_id=message.parent_id
+    )
+
+
+def _check_length(content: str) -> None:
     limit = chat_settings.MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise ContentTooLong(f"Messages are limited to {limit} characters.")
-    budget.ensure_budget_left(user_id=conversation.owner_id)
+
+
+def _store_turn(
+    *, conversation: Conversation, content: str, parent_id: uuid.UUID | str | None
+) -> SendResult:
+    """The user message (after answer `parent_id`) and its pending answer, in one
+    transaction; the answer's run starts once it commits."""
     try:
         with transaction.atomic():
             now = timezone.now()
@@ -94,6 +153,7 @@ def message_send(*, conversation: Conversation, content: str) -> SendResult:
                 role=Message.Role.USER,
                 content=content,
                 status=Message.Status.COMPLETE,
+                parent_id=parent_id,
                 created_at=now,
                 completed_at=now,
             )
@@ -147,7 +207,10 @@ def _admit() -> None:
 
 
 def message_regenerate(*, message: Message) -> Message:
-    """A new answer to the same user turn. The previous answer is kept (see `reply_to`)."""
+    """A new answer to the same user turn. The previous answer is kept (see `reply_to`).
+
+    Any answer may be regenerated, not only the newest: the reader may be on an older
+    branch, and the new answer is one more sibling of `message` there."""
     _admit()
     if message.role != Message.Role.ASSISTANT:
         raise NotAnAnswer()
@@ -157,9 +220,6 @@ def message_regenerate(*, message: Message) -> Message:
             conversation = message.conversation
             if selectors.message_active(conversation=conversation) is not None:
                 raise RunActive()
-            latest = conversation.messages.order_by("-created_at").first()
-            if latest is None or latest.pk != message.pk:
-                raise NotLatestAnswer()
             user_turn = message.reply_to or selectors.message_user_turn(message=message)
             answer = _create_answer(user_turn, created_at=timezone.now())
             conversation.save(update_fields=["updated_at"])

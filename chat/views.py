@@ -9,6 +9,7 @@ page and every other client share one contract.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -18,9 +19,11 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
+from rest_framework.utils.urls import replace_query_param
 
 from chat import catalog
-from chat.api.pagination import MessageCursorPagination
+from chat.api.pagination import ConversationPagination, MessageCursorPagination
+from chat.branches import default_branch
 from chat.conf import chat_settings
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
@@ -45,9 +48,47 @@ def _labelled(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
     )
 
 
-def _sidebar(request: HttpRequest, current: Conversation | None = None) -> QuerySet[Conversation]:
-    return _labelled(
-        conversation_list_for_sidebar(user=request.user, current_id=current and current.pk)
+@dataclass(frozen=True)
+class Sidebar:
+    """The conversation list's first page as the page renders it; the page script loads
+    the next pages from the API (`next_url`) as the list is scrolled to its end."""
+
+    pinned: list[Conversation]
+    recent: list[Conversation]
+    next_url: str  # the API's second page, or "" when this is all
+
+    @property
+    def conversations(self) -> list[Conversation]:
+        return [*self.pinned, *self.recent]
+
+
+def _sidebar(request: HttpRequest, current: Conversation | None = None) -> Sidebar:
+    """The first page of the list (pinned first, archived and empty ones left out: see
+    `conversation_list_for_sidebar`), and the current conversation wherever it is in the
+    list, so it is always shown and highlighted (the script puts it in its place when its
+    page loads). An archived current conversation is not listed: archiving hides it from
+    the list, not from its reader.
+
+    The script loads the next pages from the API, whose pages hold the empty ones too: the
+    rows here are a prefix of the API's first page or more, so its second page continues
+    them without a gap (rows already shown are skipped)."""
+    size = ConversationPagination.page_size
+    listed = conversation_list_for_sidebar(user=request.user, current_id=current and current.pk)
+    rows = list(_labelled(listed)[: size + 1])
+    more, rows = len(rows) > size, rows[:size]
+    if current is not None and not current.archived and current not in rows:
+        current.out_of_order = True
+        rows.append(current)
+    for row in rows:
+        row.label = row.title or row.first_prompt or "Untitled conversation"
+        row.is_current = current is not None and row.pk == current.pk
+    next_url = ""
+    if more:
+        next_url = replace_query_param(reverse("conversation-list"), "page", 2)
+    return Sidebar(
+        pinned=[row for row in rows if row.pinned],
+        recent=[row for row in rows if not row.pinned],
+        next_url=next_url,
     )
 
 
@@ -61,6 +102,7 @@ def _page_urls(
         "regenerate_url_template": reverse(
             "message-regenerate", kwargs={"message_id": URL_PLACEHOLDER_ID}
         ),
+        "edit_url_template": reverse("message-edit", kwargs={"message_id": URL_PLACEHOLDER_ID}),
         "conversation_url_template": reverse(
             "chat:conversation", kwargs={"conversation_id": URL_PLACEHOLDER_ID}
         ),
@@ -80,19 +122,23 @@ def _page_urls(
 
 
 def _thread(messages: list[Message]) -> list[Message]:
-    """Prepare the history for the template: rendered markdown, attempts and controls.
+    """Prepare the history for the template: rendered markdown, branches and controls.
 
-    Regenerating keeps the earlier answers (`reply_to` is the user turn they answer). The
-    page shows the latest attempt at each turn and hides the others behind an "n / m"
-    switcher. Only the answer that ends the conversation can be regenerated or retried.
-    `messages` are whole turns (see `message_list_latest`), so every switcher is complete.
+    Regenerating keeps the earlier answers (`reply_to` is the user turn they answer), and
+    editing keeps the earlier user message (`parent` is the answer both follow): the page
+    shows one path through them, the default branch (`chat/branches.py`), and hides the
+    rest behind "n / m" switchers. The answer that ends the path can be regenerated or
+    retried. `messages` are whole turns (see `message_list_latest`), so every switcher
+    of regenerations is complete.
     """
-    attempts: dict[object, list[Message]] = {}
+    places = default_branch(messages)
     for message in messages:
         message.model_label = catalog.label_for(message.model)
         message.body_html = ""
-        message.attempt = message.attempts = 1
-        message.superseded = message.can_regenerate = message.can_retry = False
+        place = places[message.pk]
+        message.attempt, message.attempts = place.number, place.siblings
+        message.off_branch = not place.visible
+        message.can_regenerate = message.can_retry = False
         if message.role == Message.Role.ASSISTANT:
             # A finished answer's HTML is stored (sanitized when it was rendered); the one
             # answer still being written is rendered as it stands (the script takes over).
@@ -100,14 +146,10 @@ def _thread(messages: list[Message]) -> list[Message]:
                 message.body_html = render_markdown(message.content)
             else:
                 message.body_html = mark_safe(message.html)  # noqa: S308 - sanitized when stored
-            attempts.setdefault(message.reply_to_id or message.pk, []).append(message)
-    for group in attempts.values():
-        for number, message in enumerate(group, start=1):
-            message.attempt, message.attempts = number, len(group)
-            message.superseded = number < len(group)
     busy = any(message.is_active for message in messages)
-    if messages and messages[-1].role == Message.Role.ASSISTANT and not busy:
-        last = messages[-1]
+    shown = [message for message in messages if not message.off_branch]
+    if shown and shown[-1].role == Message.Role.ASSISTANT and not busy:
+        last = shown[-1]
         last.can_retry = last.status in (Message.Status.FAILED, Message.Status.INTERRUPTED)
         last.can_regenerate = not last.can_retry
     return messages
@@ -133,11 +175,13 @@ def usage_summary(*, input_tokens: int, output_tokens: int) -> dict[str, str]:
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """The conversation list and an empty thread whose composer starts a new conversation."""
+    sidebar = _sidebar(request)
     return render(
         request,
         "chat/chat.html",
         {
-            "conversations": _sidebar(request),
+            "sidebar": sidebar,
+            "conversations": sidebar.conversations,
             "conversation": None,
             "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": [],
@@ -159,11 +203,13 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
     latest = message_list_latest(conversation=current, size=chat_settings.MESSAGE_PAGE_SIZE)
     messages_html_fill(messages=latest.messages)
     chat_messages = _thread(latest.messages)
+    sidebar = _sidebar(request, current)
     return render(
         request,
         "chat/chat.html",
         {
-            "conversations": _sidebar(request, current),
+            "sidebar": sidebar,
+            "conversations": sidebar.conversations,
             "conversation": current,
             "sidebar_collapsed": request.COOKIES.get(SIDEBAR_COOKIE) == "collapsed",
             "chat_messages": chat_messages,

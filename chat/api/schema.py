@@ -148,9 +148,11 @@ class AutoSchema(openapi.AutoSchema):
         if self.method == "GET" and (
             getattr(paginator, "page_size_query_param", None)
             or getattr(view, "filter_backends", ())
+            or self.get_override_parameters()
         ):
             # The message list's cursor pages refuse a `page_size` out of range and an
-            # unknown `ordering` (chat/api/pagination.py) rather than ignoring them.
+            # unknown `ordering` (chat/api/pagination.py) rather than ignoring them; views
+            # that declare query parameters (`extend_schema(parameters=...)`) validate them.
             reasons[400].append(_reason("invalid", "A query parameter is not valid; see `errors`."))
         if has_body:
             reasons[413].append("- The body is larger than the server accepts.")

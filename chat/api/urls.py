@@ -40,6 +40,11 @@ urlpatterns = [
         views.MessageRegenerateApi.as_view(),
         name="message-regenerate",
     ),
+    path(
+        "messages/<uuid:message_id>/edit/",
+        views.MessageEditApi.as_view(),
+        name="message-edit",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 
-from django.http import StreamingHttpResponse
+from django.http import QueryDict, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -14,9 +14,11 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
+    extend_schema_view,
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
+from rest_framework.fields import empty
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -30,13 +32,15 @@ from chat.conf import chat_settings
 from chat.errors import (
     ContentTooLong,
     ContextTooLong,
+    InvalidParent,
     MessageFinished,
     NotAnAnswer,
-    NotLatestAnswer,
+    NotAUserMessage,
     RunActive,
     TokenBudgetExhausted,
 )
 from chat.models import Conversation, Message
+from chat.search import SEARCH_MAX_CHARS
 from chat.text import is_blank
 
 _USAGE_HELP = (
@@ -62,6 +66,15 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
         read_only=True, help_text="Output tokens of all its answers." + _USAGE_HELP
     )
 
+    snippet = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="In the results of `GET /conversations/?search=`: the text around the match "
+        "in the conversation's best-matching message (plain text), or null when only the "
+        "title matched. Null everywhere else.",
+    )
+
     class Meta:
         model = Conversation
         fields = (
@@ -75,6 +88,9 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
             "updated_at",
             "input_tokens",
             "output_tokens",
+            "pinned",
+            "archived",
+            "snippet",
         )
         extra_kwargs = {
             "model": {
@@ -82,6 +98,12 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
                 "model stored before it stopped being offered is answered by the default one)."
             }
         }
+
+    def to_representation(self, conversation: Conversation) -> dict:
+        data = super().to_representation(conversation)
+        if data["snippet"] is not None:
+            data["snippet"] = " ".join(data["snippet"].split())  # one line, as the sidebar shows it
+        return data
 
 
 class MessageOutputSerializer(serializers.Serializer):
@@ -115,7 +137,21 @@ class MessageOutputSerializer(serializers.Serializer):
     error_message = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     completed_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    reply_to = serializers.UUIDField(source="reply_to_id", read_only=True, allow_null=True)
+    reply_to = serializers.UUIDField(
+        source="reply_to_id",
+        read_only=True,
+        allow_null=True,
+        help_text="Answers: the user message answered (several answers to one user message "
+        "are regenerations). Null for user messages.",
+    )
+    parent = serializers.UUIDField(
+        source="parent_id",
+        read_only=True,
+        allow_null=True,
+        help_text="User messages: the answer this message follows, null for a "
+        "conversation's first message (several user messages with one parent are edits, "
+        "each starting a branch). Null for answers.",
+    )
     context_omitted_turns = serializers.IntegerField(read_only=True)
     conversation_url = serializers.HyperlinkedRelatedField(
         view_name="conversation-detail",
@@ -146,6 +182,7 @@ class MessageOutputSerializer(serializers.Serializer):
             "created_at": _datetime(message.created_at),
             "completed_at": _datetime(message.completed_at),
             "reply_to": str(message.reply_to_id) if message.reply_to_id else None,
+            "parent": str(message.parent_id) if message.parent_id else None,
             "context_omitted_turns": message.context_omitted_turns,
             "conversation_url": conversation_url.replace(
                 _PLACEHOLDER, str(message.conversation_id)
@@ -230,6 +267,28 @@ class OfferedModelField(serializers.ChoiceField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """`true` or `false` in JSON, not the `"yes"`, `1` or `"on"` DRF's BooleanField also
+    takes (the schema says boolean); an HTML form (the browsable API) still posts text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool) and not isinstance(self.root.initial_data, QueryDict):
+            self.fail("invalid", input=data)
+        return super().to_internal_value(data)
+
+
+class QueryBooleanField(serializers.BooleanField):
+    """A boolean query parameter: `true` or `false`, nothing else."""
+
+    TRUE_VALUES = {"true"}
+    FALSE_VALUES = {"false"}
+    NULL_VALUES: set = set()
+
+    def get_value(self, dictionary):
+        # As sent: absent is absent (not a form's unticked False) and "" is refused.
+        return dictionary.get(self.field_name, empty)
+
+
 class ConversationInputSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     system_prompt = StrictCharField(
@@ -242,14 +301,71 @@ class ConversationInputSerializer(serializers.Serializer):
     model = OfferedModelField(
         required=False, help_text="One of `GET /api/v1/models/`; the default when left out."
     )
+    pinned = StrictBooleanField(
+        required=False, help_text="Pinned conversations are listed first. Pinning unarchives."
+    )
+    archived = StrictBooleanField(
+        required=False,
+        help_text="Archived conversations are left out of the list (see `?archived=`) but "
+        "still found by search. Archiving unpins (with `pinned: true` too, archiving wins).",
+    )
 
 
+@extend_schema_serializer(component_name="MessageEditInput")
+class MessageEditInputSerializer(serializers.Serializer):
+    content = MessageContentField(trim_whitespace=False)
+
+    def validate_content(self, value: str) -> str:
+        # Blank includes invisible characters only (zero-width spaces, fillers...).
+        if is_blank(value):
+            raise serializers.ValidationError("This field may not be blank.", code="blank")
+        return value
+
+
+@extend_schema_serializer(component_name="MessageSendResult")
+class MessageSendOutputSerializer(serializers.Serializer):
+    user_message = MessageOutputSerializer()
+    assistant_message = MessageOutputSerializer()
+
+
+class ConversationListQuerySerializer(serializers.Serializer):
+    search = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=SEARCH_MAX_CHARS,
+        help_text="Only conversations whose title or message text matches, best match first "
+        '(full-text search on PostgreSQL: words, "a phrase", `or`, `-word`; a contains-'
+        "search on SQLite), each with a `snippet`. Archived conversations are searched "
+        "too unless `archived` is given. Blank: the usual list.",
+    )
+    archived = QueryBooleanField(
+        required=False,
+        help_text="`true`: only archived conversations. `false`: only the others (what the "
+        "list shows without `archived`; a search then covers both).",
+    )
+
+
+@extend_schema_view(get=extend_schema(parameters=[ConversationListQuerySerializer]))
 class ConversationListCreateApi(generics.ListAPIView):
+    """GET: the user's conversations, pinned first then the most recently updated, archived
+    ones left out (or alone, with `?archived=true`); with `?search=`, those that match,
+    best first. POST: a new conversation."""
+
     # A generic list view, so the schema declares the page (count, next, previous, results).
     pagination_class = ConversationPagination
 
     def get_queryset(self):
-        return selectors.conversation_list(user=self.request.user, with_usage=True)
+        params = ConversationListQuerySerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        query = params.validated_data.get("search", "")
+        archived = params.validated_data.get("archived")
+        if is_blank(query):
+            return selectors.conversation_list(
+                user=self.request.user, archived=bool(archived), with_usage=True
+            )
+        return selectors.conversation_search(
+            user=self.request.user, query=query, archived=archived, with_usage=True
+        )
 
     def get_serializer_class(self):
         # What the browsable API builds its form from; the schema is declared below.
@@ -315,19 +431,15 @@ class MessageListCreateApi(generics.ListAPIView):
     filter_backends = [MessageOrdering]
 
     @extend_schema_serializer(component_name="MessageSendInput")
-    class InputSerializer(serializers.Serializer):
-        content = MessageContentField(trim_whitespace=False)
+    class InputSerializer(MessageEditInputSerializer):
+        parent = serializers.UUIDField(
+            required=False,
+            help_text="The answer this message follows: the last answer of the branch the "
+            "sender reads (an assistant message of this conversation, else 400 "
+            "`invalid_parent`). Default: the conversation's newest answer.",
+        )
 
-        def validate_content(self, value: str) -> str:
-            # Blank includes invisible characters only (zero-width spaces, fillers...).
-            if is_blank(value):
-                raise serializers.ValidationError("This field may not be blank.", code="blank")
-            return value
-
-    @extend_schema_serializer(component_name="MessageSendResult")
-    class OutputSerializer(serializers.Serializer):
-        user_message = MessageOutputSerializer()
-        assistant_message = MessageOutputSerializer()
+    OutputSerializer = MessageSendOutputSerializer
 
     throttle_scope = "message_send"
 
@@ -355,7 +467,9 @@ class MessageListCreateApi(generics.ListAPIView):
         request=InputSerializer,
         responses={
             201: OutputSerializer,
-            **error_responses(RunActive, ContentTooLong, ContextTooLong, TokenBudgetExhausted),
+            **error_responses(
+                InvalidParent, RunActive, ContentTooLong, ContextTooLong, TokenBudgetExhausted
+            ),
         },
     )
     def post(self, request, conversation_id):
@@ -365,7 +479,9 @@ class MessageListCreateApi(generics.ListAPIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = services.message_send(
-            conversation=conversation, content=data.validated_data["content"]
+            conversation=conversation,
+            content=data.validated_data["content"],
+            parent_id=data.validated_data.get("parent"),
         )
         return Response(
             self.OutputSerializer(result, context={"request": request}).data, status=201
@@ -432,9 +548,7 @@ class MessageRegenerateApi(APIView):
         request=None,
         responses={
             201: MessageOutputSerializer,
-            **error_responses(
-                NotAnAnswer, RunActive, NotLatestAnswer, ContextTooLong, TokenBudgetExhausted
-            ),
+            **error_responses(NotAnAnswer, RunActive, ContextTooLong, TokenBudgetExhausted),
         },
     )
     def post(self, request, message_id):
@@ -442,6 +556,36 @@ class MessageRegenerateApi(APIView):
         answer = services.message_regenerate(message=message)
         return Response(
             MessageOutputSerializer(answer, context={"request": request}).data, status=201
+        )
+
+
+class MessageEditApi(APIView):
+    """Send new content in place of a user message: a new branch from that turn."""
+
+    starts_a_run = True
+    throttle_scope = "message_send"
+    throttle_classes = [SendRateThrottle]
+
+    @extend_schema(
+        request=MessageEditInputSerializer,
+        responses={
+            201: MessageSendOutputSerializer,
+            **error_responses(
+                NotAUserMessage,
+                RunActive,
+                ContentTooLong,
+                ContextTooLong,
+                TokenBudgetExhausted,
+            ),
+        },
+    )
+    def post(self, request, message_id):
+        message = selectors.message_get_for_user(user=request.user, message_id=message_id)
+        data = MessageEditInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.message_edit(message=message, content=data.validated_data["content"])
+        return Response(
+            MessageSendOutputSerializer(result, context={"request": request}).data, status=201
         )
 
 

@@ -62,5 +62,6 @@ const fromTemplate = (template, id) => template.split(cfg.placeholderId).join(id
 export const conversationPageUrl = (id) => fromTemplate(cfg.conversationUrlTemplate, id);
 export const cancelUrl = (id) => fromTemplate(cfg.cancelUrlTemplate, id);
 export const regenerateUrl = (id) => fromTemplate(cfg.regenerateUrlTemplate, id);
+export const editUrl = (id) => fromTemplate(cfg.editUrlTemplate, id);
 export const conversationApiUrlFor = (id) => `${cfg.conversationsUrl}${encodeURIComponent(id)}/`;
 export const messagesUrlFor = (id) => `${conversationApiUrlFor(id)}messages/`;

@@ -14,20 +14,19 @@ import {
   messagesUrlFor,
   regenerateUrl,
 } from "./api.js";
+import { refreshBranches, showBranchOf, shownParentId } from "./branches.js";
+import { refreshEditors } from "./edit.js";
 import {
   activeAssistant,
-  allBubbles,
   announceEnd,
   applyFinal,
   createBubble,
   findBubble,
   insertBubble,
   keepingScroll,
-  refreshAttempts,
   refreshControls,
   scrollToBottom,
   syncHistory,
-  turnOf,
 } from "./messages.js";
 import { ACTIVE, BUDGET_EXHAUSTED, cfg, el, FINAL, state } from "./page.js";
 import { touchSidebar } from "./sidebar.js";
@@ -58,8 +57,9 @@ export function updateUi() {
     state.refocus = false;
     if (focusIsLost()) el.input.focus();
   }
-  refreshAttempts();
+  refreshBranches();
   refreshControls(busy);
+  refreshEditors(busy);
   renderStatus();
 }
 
@@ -136,18 +136,24 @@ export async function sendMessage() {
       navigating = true;
       return;
     }
-    const data = await api(cfg.messagesUrl, { method: "POST", body: { content } });
+    // The new message continues the branch the reader sees (by default the newest).
+    const parent = shownParentId();
+    const body = parent ? { content, parent } : { content };
+    const data = await api(cfg.messagesUrl, { method: "POST", body });
     el.input.value = "";
     autosize();
     state.follow = true;
     keepingScroll(() => {
-      const assistant = findBubble(data.assistant_message.id);
+      let assistant = findBubble(data.assistant_message.id);
       // The stream may have announced the answer first; it then keeps its newer state.
       if (!findBubble(data.user_message.id)) {
         insertBubble(createBubble(data.user_message), assistant);
       }
-      if (!assistant) insertBubble(createBubble(data.assistant_message));
-      else assistant.dataset.replyTo = data.user_message.id;
+      if (!assistant) {
+        assistant = createBubble(data.assistant_message);
+        insertBubble(assistant);
+      } else assistant.dataset.replyTo = data.user_message.id;
+      showBranchOf(assistant);
     });
     scrollToBottom();
     touchSidebar(content);
@@ -186,9 +192,9 @@ export async function cancelActive() {
 // A new answer to the turn `bubble` answers (Regenerate, or Retry after an error).
 export async function regenerate(bubble) {
   if (state.sending || state.paused || activeAssistant()) return;
-  const bubbles = allBubbles();
-  const latest = bubbles[bubbles.length - 1];
-  if (!latest || turnOf(latest) !== turnOf(bubble)) return;
+  // Any answer can be regenerated; the page offers it on the one that ends the branch shown.
+  const latest = bubble;
+  if (!latest) return;
   state.sending = true;
   state.regeneratingFor = latest.dataset.replyTo || null;
   hideError();
@@ -201,7 +207,7 @@ export async function regenerate(bubble) {
       insertBubble(fresh);
     }
     fresh.dataset.replyTo = answer.reply_to || latest.dataset.replyTo || "";
-    state.attemptShown.delete(turnOf(fresh));
+    showBranchOf(fresh);
     state.follow = true;
     scrollToBottom();
   } catch (err) {

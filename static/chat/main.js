@@ -8,7 +8,11 @@
 //   messages.js  bubbles, markdown rendering, attempts, history sync and older pages,
 //                scrolling, the live region
 //   composer.js  the composer: send, stop, regenerate, paused budget, errors, updateUi
+//   branches.js  which branch of the conversation is shown (edits and regenerations)
+//   edit.js      editing a sent message: the edit box, and the new branch it sends
 //   sidebar.js   the sidebar and new conversations
+//   conversation-list.js  the sidebar's list: pages on scroll, pinned, row menus, archived
+//   search.js    searching conversations (Ctrl/Cmd+K)
 //   dialogs.js   rename, conversation settings, delete
 //   shortcuts.js keyboard shortcuts and the "Keyboard shortcuts" dialog (`?`)
 //   menus.js     closing the header's <details> menus (Export)
@@ -47,7 +51,10 @@ import {
   textOf,
   updateJump,
 } from "./messages.js";
+import { startEdit } from "./edit.js";
 import { cfg, el, hooks, markdown, NEAR_BOTTOM_PX, root, state } from "./page.js";
+import { startConversationList } from "./conversation-list.js";
+import { startSearch } from "./search.js";
 import { installShortcuts } from "./shortcuts.js";
 import { newConversation, phone, setSidebar, sidebarOpen, syncSidebar } from "./sidebar.js";
 import { connect, watchConnectivity } from "./stream.js";
@@ -116,6 +123,9 @@ function start() {
       case "regenerate":
       case "retry":
         regenerate(bubble);
+        break;
+      case "edit-message":
+        startEdit(bubble);
         break;
       case "attempt-prev":
         showAttempt(bubble, -1);
@@ -202,6 +212,8 @@ function start() {
   phone.addEventListener("change", syncSidebar);
 
   watchConnectivity();
+  startConversationList();
+  startSearch();
   // Their keydown listeners capture: a key they handle never reaches the ones above.
   installShortcuts();
   watchMenus();

@@ -6,8 +6,8 @@
 // sanitized there with the same rules, and again here by DOMPurify), like the history the
 // page came with.
 //
-// Regenerating keeps earlier answers to the same user turn: one attempt per turn is shown,
-// with an "‹ n / m ›" switcher.
+// Regenerating keeps earlier answers to the same user turn, and editing keeps the earlier
+// user message: one of each is shown, with an "‹ n / m ›" switcher (static/chat/branches.js).
 //
 // History: the page comes with the latest turns; scrolling near the top loads older ones
 // from the messages API (newest-first cursor pages), whole turns at a time, keeping the
@@ -18,6 +18,7 @@
 // otherwise); screen readers get the answer from a polite live region.
 
 import { api } from "./api.js";
+import { shownTip, showSibling } from "./branches.js";
 import {
   ACTIVE,
   cfg,
@@ -239,6 +240,7 @@ export function createBubble(message) {
   bubble.dataset.messageId = message.id;
   bubble.dataset.role = role;
   bubble.dataset.replyTo = (role === "assistant" && message.reply_to) || "";
+  bubble.dataset.parent = (role === "user" && message.parent) || "";
   // The model that produced the answer (the API's and message_start's `model`).
   bubble.dataset.model = (role === "assistant" && message.model) || "";
   bubble.querySelector(".message__role").textContent = role === "user" ? "You" : "Claude";
@@ -286,52 +288,21 @@ export function applyFinal(bubble, message) {
 
 // ---------------------------------------------------------------- attempts
 
-// Regenerating keeps earlier answers to the same user turn; the page shows one attempt
-// per turn (the latest, unless the reader picked another) with an "n / m" switcher.
-export const turnOf = (bubble) => bubble.dataset.replyTo || bubble.dataset.messageId;
-
-function attemptGroups() {
-  const groups = new Map();
-  for (const bubble of el.thread.querySelectorAll('[data-testid="message"][data-role="assistant"]')) {
-    const turn = turnOf(bubble);
-    if (!groups.has(turn)) groups.set(turn, []);
-    groups.get(turn).push(bubble);
-  }
-  return groups;
-}
-
-export function refreshAttempts() {
-  for (const [turn, group] of attemptGroups()) {
-    let shown = group.findIndex((b) => b.dataset.messageId === state.attemptShown.get(turn));
-    if (shown < 0) shown = group.length - 1;
-    group.forEach((bubble, index) => {
-      bubble.hidden = index !== shown;
-      bubble.querySelector('[data-testid="attempts"]').hidden = group.length < 2;
-      bubble.querySelector('[data-testid="attempt-counter"]').textContent =
-        `${index + 1} / ${group.length}`;
-      control(bubble, "attempt-prev").disabled = index === 0;
-      control(bubble, "attempt-next").disabled = index === group.length - 1;
-    });
-  }
-}
-
+// Regenerations of an answer and edits of a user message: the page shows one of each with
+// an "n / m" switcher, and below it one path (static/chat/branches.js decides which).
 export function showAttempt(bubble, step) {
-  const turn = turnOf(bubble);
-  const group = attemptGroups().get(turn) || [];
-  const target = group[group.indexOf(bubble) + step];
+  const target = showSibling(bubble, step);
   if (!target) return;
-  state.attemptShown.set(turn, target.dataset.messageId);
-  refreshAttempts();
   hooks.updateUi();
   // The clicked button just disappeared with its bubble: keep focus on the switcher.
   const same = control(target, step < 0 ? "attempt-prev" : "attempt-next");
   (same.disabled ? control(target, step < 0 ? "attempt-next" : "attempt-prev") : same).focus();
 }
 
-// Only the answer that ends the conversation can be regenerated (or retried), when idle.
+// Only the answer that ends the branch shown can be regenerated (or retried), when idle.
 export function refreshControls(busy) {
   const bubbles = allBubbles();
-  const last = bubbles[bubbles.length - 1];
+  const last = shownTip();
   for (const bubble of bubbles) {
     control(bubble, "regenerate").hidden = true;
     control(bubble, "retry").hidden = true;
@@ -339,10 +310,8 @@ export function refreshControls(busy) {
       !hasText(bubble) || (isAssistant(bubble) && ACTIVE.has(bubble.dataset.status));
   }
   if (!last || !isAssistant(last) || busy || !FINAL.has(last.dataset.status)) return;
-  const group = attemptGroups().get(turnOf(last)) || [last];
-  const visible = group.find((b) => !b.hidden) || last;
-  const retry = visible === last && RETRYABLE.has(last.dataset.status);
-  const button = control(visible, retry ? "retry" : "regenerate");
+  const retry = RETRYABLE.has(last.dataset.status);
+  const button = control(last, retry ? "retry" : "regenerate");
   button.hidden = false;
   button.disabled = state.paused;
 }
@@ -478,6 +447,7 @@ export async function syncHistory() {
           if (message.role === "assistant" && message.reply_to) {
             bubble.dataset.replyTo = message.reply_to;
           }
+          if (message.role === "user") bubble.dataset.parent = message.parent || "";
           previous = bubble;
         }
       });

@@ -48,6 +48,7 @@ export const cfg = {
   streamTokenUrl: data.streamTokenUrl,
   cancelUrlTemplate: data.cancelUrlTemplate,
   regenerateUrlTemplate: data.regenerateUrlTemplate,
+  editUrlTemplate: data.editUrlTemplate,
   conversationUrlTemplate: data.conversationUrlTemplate,
   homeUrl: data.homeUrl,
   loginUrl: data.loginUrl,
@@ -114,7 +115,7 @@ export const state = {
   regeneratingFor: null, // the user turn a regenerate request is answering
   paused: false, // today's tokens are spent: sending waits for the budget to renew
   pauseTimer: null,
-  attemptShown: new Map(), // user turn -> id of the attempt the reader chose to see
+  branchTip: "", // the message whose branch the page shows (static/chat/branches.js)
   dirty: new Set(),
   frame: 0,
   spoken: new Map(), // message id -> characters already announced

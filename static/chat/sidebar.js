@@ -1,8 +1,10 @@
-// chatsite page script, the sidebar: the conversation list (the current conversation's link
-// moves to the top and takes its first line as a label when it gets a message), "New
+// chatsite page script, the sidebar: the conversation list (the current conversation's row
+// moves to the top of its group and takes its first line as a label when it gets a message;
+// paging, pin and archive are conversation-list.js's, search is search.js's), "New
 // conversation", and opening/closing the sidebar: collapsed on a wide screen (remembered in
 // a cookie, so the server renders the next page the same way) or an overlay on a phone.
 
+import { moveToTop } from "./conversation-list.js";
 import { byTestId, cfg, el, root, SIDEBAR_COOKIE, SIDEBAR_LABEL_CHARS } from "./page.js";
 
 // ---------------------------------------------------------------- conversation list
@@ -26,9 +28,7 @@ export function touchSidebar(content) {
   if (el.title && el.title.textContent.trim() === "New conversation") {
     el.title.textContent = labelFor(content);
   }
-  const heading = link.parentElement.querySelector(".sidebar__heading");
-  if (heading) heading.after(link);
-  else link.parentElement.prepend(link);
+  moveToTop(link.closest('[data-testid="conversation-row"]'));
 }
 
 // "New conversation" makes nothing: it is the home page's empty composer, whose first send

@@ -25,19 +25,20 @@ def seeded(user) -> tuple[Conversation, list[Message]]:
     conversation = Conversation.objects.create(owner=user, title="Tea notes", model="m")
     at = iter(ASKED + timedelta(seconds=n) for n in range(10))
 
-    def add(role, content, reply_to=None):
+    def add(role, content, reply_to=None, parent=None):
         return Message.objects.create(
             conversation=conversation,
             role=role,
             content=content,
             created_at=next(at),
             reply_to=reply_to,
+            parent=parent,
         )
 
     q1 = add("user", "How hot for green tea?")
     a1 = add("assistant", "About 80 °C.", q1)
     a2 = add("assistant", "Around **75-80 °C**, for 2 minutes.", q1)
-    q2 = add("user", "And black tea?")
+    q2 = add("user", "And black tea?", parent=a2)  # it follows the answer shown
     a3 = add("assistant", "Just off the boil, 3-5 minutes.", q2)
     return conversation, [q1, a1, a2, q2, a3]
 

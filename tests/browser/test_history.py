@@ -39,7 +39,7 @@ def make_history(owner) -> tuple[Conversation, list[Message]]:
     conversation = Conversation.objects.create(owner=owner, title="Long", model="demo")
     start = timezone.now() - timedelta(hours=1)
     rows: list[Message] = []
-    question = None
+    question = answer = None
     for kind in TURNS.replace(" ", ""):
         number = len(rows)
         body = "\n\n".join([f"**message {number:02d}**", PARAGRAPH, PARAGRAPH, PARAGRAPH])
@@ -50,10 +50,13 @@ def make_history(owner) -> tuple[Conversation, list[Message]]:
             role="user" if kind == "q" else "assistant",
             reply_to=None if kind == "q" else question,
             model="" if kind == "q" else "demo",
+            # A single line: each question follows the answer sent last before it.
+            parent=answer if kind == "q" else None,
             content=body,
             created_at=start + timedelta(seconds=number),
         )
         question = message if kind == "q" else question
+        answer = message if kind == "a" else answer
         rows.append(message)
     Message.objects.bulk_create(rows)
     return conversation, rows

@@ -240,6 +240,8 @@ def test_page_script_modules_load_under_the_csp_without_errors(
               .map((path) => path.split("/").pop())"""
     )
     modules = {"page", "api", "stream", "messages", "composer", "sidebar", "dialogs", "main"}
+    modules |= {"branches", "edit"}
+    modules |= {"conversation-list", "search"}
     modules |= {"shortcuts", "menus", "times"}
     assert {f"{name}.js" for name in modules} | {"markdown.js"} <= set(scripts), scripts
 

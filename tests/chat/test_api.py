@@ -304,7 +304,11 @@ def test_detail_returns_the_conversation(api_client, conversation):
         "updated_at",
         "input_tokens",
         "output_tokens",
+        "pinned",
+        "archived",
+        "snippet",
     } <= set(body)
+    assert body["snippet"] is None
     assert body["url"] == f"http://testserver{detail_url(conversation.pk)}"
     assert body["messages_url"] == f"http://testserver{messages_url(conversation.pk)}"
     assert api_client.get(body["messages_url"]).status_code == 200

@@ -63,7 +63,7 @@ def chat(user):
         input_tokens=12,
         output_tokens=7,
     )
-    q2 = add(conversation, "user", "And to eat?", at=3)
+    q2 = add(conversation, "user", "And to eat?", at=3, parent=a2)
     a3 = add(
         conversation,
         "assistant",
@@ -74,7 +74,7 @@ def chat(user):
         error_code="overloaded",
         error_message="Claude is overloaded.",
     )
-    q3 = add(conversation, "user", "Museums?", at=5)
+    q3 = add(conversation, "user", "Museums?", at=5, parent=a3)
     a4 = add(conversation, "assistant", "The Gulbenkian", at=6, status="cancelled", reply_to=q3)
     return conversation, [q1, a1, a2, q2, a3, q3, a4]
 
@@ -147,6 +147,7 @@ def test_json_export_follows_the_documented_schema(api_client, chat):
         "created_at",
         "completed_at",
         "reply_to",
+        "parent",
         "stop_reason",
         "input_tokens",
         "output_tokens",
@@ -159,6 +160,8 @@ def test_json_export_follows_the_documented_schema(api_client, chat):
     assert rows[0]["role"] == "user"
     assert rows[0]["created_at"] == "2026-03-04T05:06:07Z"
     assert (rows[0]["reply_to"], rows[0]["attempt"], rows[0]["superseded"]) == (None, None, False)
+    assert (rows[0]["parent"], rows[1]["parent"]) == (None, None)
+    assert rows[3]["role"] == "user" and rows[3]["parent"] == rows[2]["id"]
     first, second = rows[1], rows[2]
     assert (first["reply_to"], first["attempt"], first["attempts"]) == (rows[0]["id"], 1, 2)
     assert first["superseded"] is True

@@ -84,6 +84,15 @@ def make_conversation(owner, *, title: str = "", updated_ago: timedelta | None =
 
 
 def add_message(conversation, *, role: str, content: str, status: str = "complete", **fields):
+    if role == "user" and "parent" not in fields:
+        # A linear history: a user message follows the answer sent last before it.
+        fields["parent"] = (
+            conversation.messages.filter(
+                role="assistant", created_at__lt=fields.get("created_at", timezone.now())
+            )
+            .order_by("-created_at")
+            .first()
+        )
     return Message.objects.create(
         conversation=conversation, role=role, content=content, status=status, **fields
     )
@@ -422,6 +431,8 @@ def test_page_script_modules_import_existing_files_without_cycles():
     assert set(graph) == {
         "main.js", "page.js", "api.js", "stream.js", "messages.js",
         "composer.js", "sidebar.js", "dialogs.js", "shortcuts.js", "menus.js", "times.js",
+        "branches.js", "edit.js",
+        "conversation-list.js", "search.js",
     }  # fmt: skip
 
     def reaches(start: str, goal: str, seen: frozenset = frozenset()) -> bool:
@@ -515,16 +526,18 @@ def make_turns(conversation, spec: str) -> list[Message]:
     the question before it (two or more: regenerations); oldest first, a second apart."""
     start = timezone.now() - timedelta(days=1)
     rows: list[Message] = []
-    question = None
+    question = answer = None
     for kind in spec.replace(" ", ""):
         message = Message(
             conversation=conversation,
             role="user" if kind == "q" else "assistant",
             reply_to=None if kind == "q" else question,
+            parent=answer if kind == "q" else None,
             content=f"**message {len(rows):04d}**",
             created_at=start + timedelta(seconds=len(rows)),
         )
         question = message if kind == "q" else question
+        answer = message if kind == "a" else answer
         rows.append(message)
     Message.objects.bulk_create(rows)
     return rows

@@ -50,6 +50,7 @@ class Terminator(threading.Thread):
             while self.killed is None and time.monotonic() < deadline:
                 row = own.execute(
                     "SELECT pid FROM pg_stat_activity WHERE state = 'active'"
+                    " AND datname = current_database()"  # not another test run's
                     " AND query LIKE %s AND pid <> pg_backend_pid()",
                     ["%/* cut me */%"],
                 ).fetchone()

@@ -12,7 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from chat.api.views import ConversationInputSerializer, MessageListCreateApi
+from chat.api.views import (
+    ConversationInputSerializer,
+    MessageEditInputSerializer,
+    MessageListCreateApi,
+)
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 ERROR_REF = "#/components/schemas/Error"
@@ -109,7 +113,7 @@ def test_operations_document_the_errors_of_their_services(schema):
     assert "`run_active`" in send["409"]["description"]
     assert "`content_too_long`" in send["413"]["description"]
     assert "`run_active`" in regenerate["409"]["description"]
-    assert "`not_latest_answer`" in regenerate["409"]["description"]
+    assert "`not_latest_answer`" not in str(regenerate)
     assert "`message_finished`" in cancel["409"]["description"]
     for responses in (regenerate, cancel):
         assert "`not_an_assistant_message`" in responses["400"]["description"]
@@ -216,6 +220,7 @@ def test_string_patterns_accept_what_the_serializers_accept(schema, value):
     cases = [
         ("ConversationInput", "title", ConversationInputSerializer, True),
         ("MessageSendInput", "content", MessageListCreateApi.InputSerializer, False),
+        ("MessageEditInput", "content", MessageEditInputSerializer, False),
     ]
     for component, field, serializer_class, blank_allowed in cases:
         accepted = serializer_class(data={field: value}, partial=True).is_valid()
@@ -238,7 +243,11 @@ def test_string_patterns_cover_every_request_string(schema):
                 assert all(value.strip() and "\x00" not in value for value in enum["enum"])
                 continue
             variants = field_schema.get("oneOf") or [field_schema]
+            if variants[0]["type"] == "boolean":  # pinned, archived
+                continue
             assert variants[0]["type"] == "string", (name, field)
+            if variants[0].get("format") == "uuid":
+                continue  # the format says what is accepted (a send's `parent`)
             assert "pattern" in variants[0], (name, field)
             assert not re.fullmatch(variants[0]["pattern"], "a\x00b"), (name, field)
 

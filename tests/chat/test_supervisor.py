@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from chat import runs, selectors, services
 from chat.context import estimate_tokens
-from chat.errors import MessageFinished, NotAnAnswer, NotLatestAnswer, RunActive
+from chat.errors import MessageFinished, NotAnAnswer, RunActive
 from chat.models import Message
 from chat.providers import get_provider
 from chat.replay import get_replay_buffer
@@ -174,17 +174,26 @@ def test_history_uses_the_latest_answer_of_a_regenerated_turn(conversation):
 
 
 def test_regenerate_refusals(conversation):
-    """Only the latest, finished answer can be regenerated."""
+    """A running answer and user messages cannot be regenerated."""
     first = services.message_send(conversation=conversation, content="Q1")
     with pytest.raises(RunActive):
         services.message_regenerate(message=first.assistant_message)
     finish(first.assistant_message)
     with pytest.raises(NotAnAnswer):
         services.message_regenerate(message=first.user_message)
+
+
+def test_an_older_answer_can_be_regenerated_and_sees_only_its_branch(conversation):
+    """Regenerating an answer that is not the newest (the reader is on an older branch)
+    adds a sibling to it, whose model input is the path to its question, nothing later."""
+    first = services.message_send(conversation=conversation, content="Q1")
+    finish(first.assistant_message, content="A1")
     second = services.message_send(conversation=conversation, content="Q2")
-    finish(second.assistant_message)
-    with pytest.raises(NotLatestAnswer):
-        services.message_regenerate(message=first.assistant_message)
+    finish(second.assistant_message, content="A2")
+    retry = services.message_regenerate(message=first.assistant_message)
+    assert retry.reply_to_id == first.user_message.pk
+    history = selectors.message_history_for_run(message=retry)
+    assert [(t.role, t.content) for t in history] == [("user", "Q1")]
 
 
 def expire(message: Message, **fields) -> None:

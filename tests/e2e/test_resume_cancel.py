@@ -235,9 +235,10 @@ def test_cancel_from_the_process_that_does_not_own_the_run(
 
 
 def test_regenerate_streams_a_new_answer_without_the_old_one(apis, fake_anthropic):
-    """Regenerating the latest answer adds a new answer (201, `pending`) to the same
-    user turn, which streams to viewers and completes; the old answer is kept, and the
-    model is not sent it. Older answers, active runs and user messages are refused."""
+    """Regenerating an answer adds a new answer (201, `pending`) to the same user turn,
+    which streams to viewers and completes; the old answer is kept, and the model is not
+    sent it. Older answers can be regenerated too; active runs and user messages are
+    refused."""
     a, b = apis
     conv = a.create_conversation()
     first_text, second_text = known_text("r1", 10), known_text("r2", 30)
@@ -288,11 +289,18 @@ def test_regenerate_streams_a_new_answer_without_the_old_one(apis, fake_anthropi
         new_id,
     ]
 
-    # Only the latest answer can be regenerated.
-    for stale in (old_id, first["assistant_message"]["id"]):
-        refused = a.http.post(f"/api/v1/messages/{stale}/regenerate/")
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["code"] == "not_latest_answer"
+    # Any answer can be regenerated, not only the newest (the reader may be on an older
+    # branch): the new answer is one more attempt at that turn, and the model is sent
+    # that turn's branch only.
+    older = a.http.post(f"/api/v1/messages/{first['assistant_message']['id']}/regenerate/")
+    assert older.status_code == 201, older.text
+    older_id = older.json()["id"]
+    assert wait_for_final(older_id).status == Message.Status.COMPLETE
+    assert str(Message.objects.get(pk=older_id).reply_to_id) == first["user_message"]["id"]
+    request = fake_stats(fake_anthropic)["last_request"]
+    turns = [(m["role"], m["content"]) for m in request["messages"]]
+    flat = [(role, c if isinstance(c, str) else "".join(p["text"] for p in c)) for role, c in turns]
+    assert flat == [("user", f"One {fake(text=first_text, tps=0)}")]
 
     # Not while a run is active in the conversation (asked through the other process).
     slow = a.send(conv["id"], f"Three {fake(text=known_text('r3', 200), tps=20)}")
@@ -308,7 +316,7 @@ def test_regenerate_streams_a_new_answer_without_the_old_one(apis, fake_anthropi
 
     assert b.http.post(f"/api/v1/messages/{active_id}/cancel/").status_code in (200, 202)
     assert wait_for_final(active_id).status == Message.Status.CANCELLED
-    assert Message.objects.filter(conversation_id=conv["id"]).count() == 7
+    assert Message.objects.filter(conversation_id=conv["id"]).count() == 8
 
 
 # --- 5. one run per conversation -----------------------------------------------------------

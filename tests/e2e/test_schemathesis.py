@@ -47,6 +47,16 @@ CONFIG = {
             },
         },
         {
+            # A send's generated `parent` is a valid UUID naming no answer of the
+            # conversation: the documented 400 `invalid_parent`.
+            "include-name": ["POST /api/v1/conversations/{conversation_id}/messages/"],
+            "checks": {
+                "positive_data_acceptance": {
+                    "expected-statuses": ["2xx", "400", "401", "403", "404", "409", "429", "503"]
+                }
+            },
+        },
+        {
             # The stream reads no JWT: as Alice (a bearer token), every request is refused
             # 401 `stream_token_invalid` before anything is looked up, as documented. (A
             # 200 would be an endless event stream.)

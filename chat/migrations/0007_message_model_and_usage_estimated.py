@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0004_message_context_omitted_turns'),
+        ('chat', '0006_conversation_pin_archive_search'),
     ]
 
     operations = [
