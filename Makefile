@@ -25,7 +25,7 @@ LOCK_STALE := uv.lock is out of date with pyproject.toml: run 'make lock' and co
 # milliseconds without the network; any change to a dependency fails.
 LOCK_CHECK := $(UV) lock --check --offline --quiet 2>/dev/null || { echo "$(LOCK_STALE)" >&2; exit 1; }
 
-.PHONY: run test install lint lock lock-check check-deploy bench
+.PHONY: run test install install-bench lint lock lock-check check-deploy bench
 
 # One stamp per installed set, newer than pyproject.toml and uv.lock once that set is in:
 # a second `make run` goes straight to the server, and switching between run and test
@@ -58,9 +58,10 @@ $(VENV)/.installed-bench: pyproject.toml uv.lock | $(VENV)/.uv-$(UV_VERSION)
 
 install: $(VENV)/.installed-test
 
+install-bench: $(VENV)/.installed-bench
+
 run: $(VENV)/.installed-run
-	$(PY) manage.py migrate --no-input
-	$(PY) manage.py ensure_demo_user
+	$(PY) manage.py ensure_demo_user --migrate
 	@# The banner prints once the port is bound (chatsite/server.py), not before.
 	CHATSITE_BANNER="chatsite: open http://{host}:{port}/ and log in as demo / demo" \
 	$(PY) -m chatsite.server -b $(HOST) -p $(PORT) chatsite.asgi:application

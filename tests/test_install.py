@@ -89,8 +89,7 @@ def test_make_run_installs_the_runtime_set_from_the_lock_without_the_test_extra(
     assert syncs == ["uv sync --locked --quiet --inexact"]
     # ... and then serves.
     assert [call for call in calls if call.startswith("python")] == [
-        "python manage.py migrate --no-input",
-        "python manage.py ensure_demo_user",
+        "python manage.py ensure_demo_user --migrate",
         "python -m chatsite.server -b 127.0.0.1 -p 8000 chatsite.asgi:application",
     ]
 
