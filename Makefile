@@ -23,7 +23,7 @@ SYNC := $(UV_ENV) $(UV) sync --locked --quiet
 LOCK_STALE := uv.lock is out of date with pyproject.toml: run 'make lock' and commit uv.lock
 # The lock's requirements against pyproject.toml's, offline: a current lock passes in
 # milliseconds without the network; any change to a dependency fails.
-LOCK_CHECK := $(UV) lock --check --offline --quiet 2>/dev/null || { echo "$(LOCK_STALE)" >&2; exit 1; }
+LOCK_CHECK := $(UV_ENV) $(UV) lock --check --offline --quiet 2>/dev/null || { echo "$(LOCK_STALE)" >&2; exit 1; }
 
 .PHONY: run test install install-bench lint lock lock-check check-deploy bench
 
@@ -67,7 +67,7 @@ run: $(VENV)/.installed-run
 	$(PY) -m chatsite.server -b $(HOST) -p $(PORT) chatsite.asgi:application
 
 lock: $(VENV)/.uv-$(UV_VERSION)
-	$(UV) lock $(LOCK_ARGS)
+	$(UV_ENV) $(UV) lock $(LOCK_ARGS)
 
 lock-check: $(VENV)/.uv-$(UV_VERSION)
 	@$(LOCK_CHECK)
