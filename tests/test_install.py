@@ -43,8 +43,10 @@ class Venv:
         self.calls_file.touch()
 
     def make(self, *targets: str, lock_stale: bool = False) -> subprocess.CompletedProcess:
+        # Not what an outer `make test PORT=...` passes down: this make starts from defaults.
+        outer = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PORT", "HOST", "VENV"}
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in outer},
             "CALLS": str(self.calls_file),
             "FAKE_UV_LOCK_STALE": "1" if lock_stale else "",
         }
