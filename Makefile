@@ -30,7 +30,7 @@ LOCK_CHECK := $(UV_ENV) $(UV) lock --check --offline --quiet 2>/dev/null || { ec
 # One stamp per installed set, newer than pyproject.toml and uv.lock once that set is in:
 # a second `make run` goes straight to the server, and switching between run and test
 # installs nothing unless a dependency changed (the test set holds the runtime set, so
-# installing it stamps both). tests/test_makefile.py holds this.
+# installing it stamps both). tests/test_install.py holds this.
 $(VENV)/.uv-$(UV_VERSION):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
