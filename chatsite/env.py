@@ -40,6 +40,15 @@ def proxy_ssl_header() -> tuple[str, str] | None:
     return "HTTP_" + name.upper().replace("-", "_"), value
 
 
+def log_format() -> str:
+    """`DJANGO_LOG_FORMAT`: `text` (the default, for people) or `json` (one object per
+    line, for a log pipeline)."""
+    value = env.str("DJANGO_LOG_FORMAT", default="text").strip().lower()
+    if value not in ("text", "json"):
+        raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be text or json, not {value!r}")
+    return value
+
+
 def redis_url() -> str | None:
     return env.str("REDIS_URL", default=None) or None
 
@@ -77,12 +86,15 @@ _CHAT_SETTINGS = {
     "CHAT_STREAM_TOKEN_LIFETIME_SECONDS": int,
     "CHAT_MESSAGE_PAGE_SIZE": int,
     "CHAT_MESSAGE_PAGE_SIZE_MAX": int,
+    "CHAT_METRICS_ALLOWED_IPS": list,
+    "CHAT_HEALTH_TIMEOUT_SECONDS": float,
+    "CHAT_LOG_MESSAGE_CONTENT": bool,
 }
 
 
 def chat_settings_from_env() -> dict[str, object]:
     """The `CHAT_*` settings the environment sets (the rest keep chat/conf.py's defaults)."""
-    readers = {str: env.str, int: env.int, float: env.float, bool: env.bool}
+    readers = {str: env.str, int: env.int, float: env.float, bool: env.bool, list: env.list}
     return {
         name: readers[kind](name) for name, kind in _CHAT_SETTINGS.items() if name in env.ENVIRON
     }

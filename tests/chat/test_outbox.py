@@ -23,10 +23,12 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[dict] = []
 
-    async def publish(self, batches):
+    async def publish(self, batches, emitted_at=None):
         self.published.append(batches)
 
-    def deliver_local(self, group, events):  # pragma: no cover - not used when flushing
+    def deliver_local(
+        self, group, events, emitted_at=None
+    ):  # pragma: no cover - not used when flushing
         raise AssertionError("an outbox that flushes does not deliver locally")
 
 
