@@ -23,6 +23,7 @@ filter that keeps message content out of the logs unless `CHAT_LOG_MESSAGE_CONTE
 from __future__ import annotations
 
 import contextvars
+import datetime
 import logging
 import re
 from urllib.parse import unquote_plus
@@ -92,14 +93,20 @@ class RedactTokensFilter(logging.Filter):
     formatter unpacks the arguments, so they must stay arguments)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
         if isinstance(record.args, dict):
             record.args = {
                 k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
             }
         elif isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            redacted = redact(record.msg)
+            if redacted != record.msg and record.args:
+                # The format itself held a token parameter (`"?token=%s"`): redacting it
+                # would eat the placeholder, so the message is formatted first.
+                record.msg, record.args = redact(record.getMessage()), None
+            else:
+                record.msg = redacted
         return True
 
 
@@ -223,10 +230,15 @@ class JsonLinesFormatter(JsonFormatter):
 
 
 def _redacted(value):
-    if isinstance(value, str):
-        return redact(value)
+    """`value` as JSON will show it, tokens redacted. Objects are turned into text here,
+    not by the encoder after: Django's `django.request` lines carry the request, whose
+    text is its full path, query string (and stream token) included."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
     if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    return value
+        return {str(k): _redacted(v) for k, v in value.items()}
+    return redact(value if isinstance(value, str) else str(value))
