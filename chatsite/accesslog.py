@@ -51,7 +51,7 @@ def id_for(scope) -> str:
 class RequestLog:
     """One request's line: `send` is wrapped to see its status and count its bytes."""
 
-    __slots__ = ("bytes", "id", "scope", "started", "status")
+    __slots__ = ("bytes", "id", "scope", "started", "status", "written")
 
     def __init__(self, scope, rid: str) -> None:
         self.scope = scope
@@ -59,6 +59,7 @@ class RequestLog:
         self.started = time.monotonic()
         self.status: int | None = None
         self.bytes = 0
+        self.written = False
 
     def wrap(self, send):
         header = (b"x-request-id", self.id.encode("latin-1"))
@@ -67,6 +68,10 @@ class RequestLog:
             kind = message["type"]
             if kind == "http.response.body":
                 self.bytes += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Before the response's end reaches the client: whoever reads the
+                    # log after a response finds its line.
+                    self.write()
             elif kind == "http.response.start":
                 self.status = message["status"]
                 message = {**message, "headers": [*message.get("headers", ()), header]}
@@ -75,8 +80,10 @@ class RequestLog:
         return send_logged
 
     def write(self) -> None:
-        if not enabled:
+        """Log the request (once: at its response's end, or when it ends without one)."""
+        if self.written or not enabled:
             return
+        self.written = True
         scope = self.scope
         client = scope.get("client")
         # The raw path: the decoded one could write a line break into a text log.
