@@ -10,7 +10,7 @@ a message. The per-token path costs a plain integer increment: prometheus_client
 `Counter.inc()` takes a lock, about 1.1-1.4 µs per call against 22-50 ns for an
 integer (timeit, on the shared 2-core machine), so tokens are counted in an integer
 that a collector reads at scrape time. Everything else happens once per run, per
-flush or per batch a stream writes.
+flush or per write of a stream.
 
 Gauges of live state (open streams, active runs) are read at scrape time from the
 objects that own the state, which register a function for it (`open_streams`,
@@ -51,8 +51,8 @@ time_to_first_token = Histogram(
 )
 relay_latency = Histogram(
     "chatsite_relay_latency_seconds",
-    "From a run emitting text to a stream having its frames to write, per batch a stream "
-    "writes (across processes: includes the flush wait, Redis and clock skew).",
+    "From a run emitting text to a stream having its frames to write, per write, for its "
+    "oldest event (across processes: includes the flush wait, Redis and clock skew).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
 )
 replay_reads = Counter(
@@ -138,13 +138,15 @@ def stream_reset(reason: str) -> None:
 
 
 def relayed(batches: Iterable) -> None:
-    """A stream has the frames of `batches` (each stamped `emitted_at` with the wall
-    time its first event was emitted, see chat/fanout.py) ready to write."""
-    now = time.time()
+    """A stream has the frames of `batches` ready to write: one observation per write,
+    of its oldest event (batches are stamped `emitted_at`, the wall time the first event
+    of each was emitted; see chat/fanout.py). Once per write, not per batch: a stream
+    that fell behind writes many batches at once, and one observation costs ~1.6 µs."""
     for batch in batches:
         emitted_at = getattr(batch, "emitted_at", None)
         if emitted_at is not None:
-            relay_latency.observe(max(0.0, now - emitted_at))
+            relay_latency.observe(max(0.0, time.time() - emitted_at))
+            return
 
 
 def measure_open_streams(count: Callable[[], float]) -> None:
