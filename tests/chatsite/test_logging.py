@@ -254,3 +254,22 @@ def test_the_log_format_is_text_or_json(monkeypatch):
     monkeypatch.setenv("DJANGO_LOG_FORMAT", "xml")
     with pytest.raises(ImproperlyConfigured):
         log_format()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("action_logger", "logged"), [(object(), True), (None, False)])
+def test_daphnes_access_log_switch_turns_ours_on_or_off(log_lines, action_logger, logged):
+    """daphne makes an access logger unless run with `-v 0`: ours logs in its place."""
+    from chatsite import accesslog
+    from chatsite.server import ChatsiteServer
+
+    lines = log_lines("text", "chatsite.access")
+    try:
+        server = ChatsiteServer(
+            application=None, endpoints=["tcp:port=0"], action_logger=action_logger
+        )
+        assert server.action_logger is None  # daphne's own never writes
+        asgi_get("/healthz")
+    finally:
+        accesslog.enabled = True
+    assert bool(lines()) is logged
