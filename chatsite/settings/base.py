@@ -327,6 +327,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {
         "chatsite.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Without Django's own handlers (its DEFAULT_LOGGING prints django's lines a second
+        # time, unformatted, while DEBUG is on): one line each, in the site's format. Its
+        # level follows DJANGO_LOG_LEVEL, so DEBUG with DJANGO_DEBUG shows the SQL log.
+        "django": {"handlers": [], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
         "django.channels.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},

@@ -273,3 +273,13 @@ def test_daphnes_access_log_switch_turns_ours_on_or_off(log_lines, action_logger
     finally:
         accesslog.enabled = True
     assert bool(lines()) is logged
+
+
+def test_djangos_lines_are_written_once_in_the_sites_format():
+    """Django's default handler (it prints django's lines again, unformatted, while DEBUG
+    is on) is gone: django's records reach the console through the root logger only."""
+    from chatsite.logging import JsonLinesFormatter, TextFormatter
+
+    assert logging.getLogger("django").handlers == []
+    formats = [h.formatter for h in logging.getLogger().handlers]  # pytest adds its own
+    assert any(isinstance(f, TextFormatter | JsonLinesFormatter) for f in formats)
