@@ -62,13 +62,14 @@ class Outbox:
             self.transport.deliver_local(group, [event])
             return
         self._events.append((group, event))
+        if self._first_emitted_at is None:  # the oldest event the next flush takes
+            self._first_emitted_at = time.time()
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a server has one loop; only tests run several in turn
             self._loop, self._handle, self._sent = loop, None, None
             self._lock = asyncio.Lock()
         if self._handle is None:
             self._handle = loop.call_later(chat_settings.FLUSH_SECONDS, self._flush_soon)
-            self._first_emitted_at = time.time()  # once per flush, not per event
 
     async def emit_and_flush(self, group: str, event: StreamEvent) -> None:
         """Emit `event` and wait until the flush that carries it has been sent.
