@@ -183,8 +183,8 @@ async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> As
                 batch = batch[: batch.index(CLOSED)]
             # Each queue item is a batch of events (one flush of one process).
             frames = await relay.on_events([event for events in batch for event in events])
-            metrics.relayed(batch)
             if frames:
+                metrics.relayed(batch)
                 yield b"".join(frames)
                 last_write = loop.time()
             if relay.closed:
