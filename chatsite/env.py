@@ -6,6 +6,7 @@ Settings modules import `env` from here; nothing else in the project touches
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -95,6 +96,20 @@ _CHAT_SETTINGS = {
 def chat_settings_from_env() -> dict[str, object]:
     """The `CHAT_*` settings the environment sets (the rest keep chat/conf.py's defaults)."""
     readers = {str: env.str, int: env.int, float: env.float, bool: env.bool, list: env.list}
-    return {
+    values = {
         name: readers[kind](name) for name, kind in _CHAT_SETTINGS.items() if name in env.ENVIRON
     }
+    if "CHAT_METRICS_ALLOWED_IPS" in values:
+        _check_networks("CHAT_METRICS_ALLOWED_IPS", values["CHAT_METRICS_ALLOWED_IPS"])
+    return values
+
+
+def _check_networks(name: str, entries: list[str]) -> None:
+    """A typo in an allow-list stops the process at start, not its first scrape."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {entry!r} is not an address or a network (10.0.0.0/8, ::1)"
+            ) from None
