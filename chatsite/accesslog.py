@@ -32,6 +32,8 @@ __all__ = ["RequestLog", "id_for", "request_id"]
 # Anything else (too long, spaces, line breaks, quotes) is replaced, not logged.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
 
+_PROBES = frozenset({"/healthz", "/readyz"})
+
 # Set by the server's entry point: `python -m chatsite.server -v 0` (no access log for
 # daphne) or `python -m chatsite.uvicorn_server --no-access-log`.
 enabled = True
@@ -95,7 +97,11 @@ class RequestLog:
         status = self.status or 0  # 0: the client left before any response
         duration = time.monotonic() - self.started
         peer = f"{client[0]}:{client[1]}" if client else "-"
-        logger.info(
+        # A load balancer probes every few seconds: a probe that passed is DEBUG (not shown
+        # at the access log's level), one that failed is a line like any other.
+        quiet = status == 200 and scope["path"] in _PROBES
+        logger.log(
+            logging.DEBUG if quiet else logging.INFO,
             '%s "%s %s" %s %s %.3fs',
             peer,
             method,

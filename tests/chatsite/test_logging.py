@@ -188,7 +188,7 @@ def test_the_proxys_request_id_is_kept_if_well_formed(log_lines, sent, kept):
     import json
 
     lines = log_lines("json", "chatsite.access")
-    echoed = asgi_get("/healthz", headers=[(b"x-request-id", sent)])[b"x-request-id"]
+    echoed = asgi_get("/no-such-page/", headers=[(b"x-request-id", sent)])[b"x-request-id"]
     assert (echoed == sent) is kept
     assert json.loads(lines()[0])["request_id"] == echoed.decode()
 
@@ -269,7 +269,7 @@ def test_daphnes_access_log_switch_turns_ours_on_or_off(log_lines, action_logger
             application=None, endpoints=["tcp:port=0"], action_logger=action_logger
         )
         assert server.action_logger is None  # daphne's own never writes
-        asgi_get("/healthz")
+        asgi_get("/no-such-page/")
     finally:
         accesslog.enabled = True
     assert bool(lines()) is logged
@@ -283,3 +283,21 @@ def test_djangos_lines_are_written_once_in_the_sites_format():
     assert logging.getLogger("django").handlers == []
     formats = [h.formatter for h in logging.getLogger().handlers]  # pytest adds its own
     assert any(isinstance(f, TextFormatter | JsonLinesFormatter) for f in formats)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_probes_that_pass_stay_out_of_the_access_log(log_lines, settings, monkeypatch):
+    """A load balancer's every-few-seconds probe is not a line while it passes; a failed
+    one is."""
+    from chat.runs import manager
+
+    lines = log_lines("text", "chatsite.access")
+    logging.getLogger("chatsite.access").setLevel(logging.INFO)
+    settings.REDIS_URL = None
+    asgi_get("/healthz")
+    asgi_get("/readyz")
+    assert lines() == []
+    monkeypatch.setattr(manager, "draining", True)
+    asgi_get("/readyz")
+    (line,) = lines()
+    assert '"GET /readyz" 503' in line
