@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from .. import metrics
 from ..events import MessageEnded, conversation_group, message_end_data
 from ..models import Message
 from ..outbox import Outbox
@@ -52,6 +53,7 @@ async def finish_message(
         )
         if not saved:
             return False
+    metrics.run_ended(status, error)
     # Logged once the database has it, before viewers are told (that waits for a flush).
     if orphan:
         logger.warning("run %s was orphaned; ended %s", message_id, status)

@@ -16,6 +16,7 @@ import logging
 import time
 from enum import StrEnum
 
+from .. import metrics
 from ..events import MessageStarted, RunError, TextAppended, conversation_group, run_error_data
 from ..models import Message
 from ..outbox import Outbox
@@ -48,6 +49,7 @@ class Run:
         # The manager's checkpoints: the first waits one interval after the start.
         self.checkpointed_at = time.monotonic()
         self.checkpointed_length = 0
+        self.started_at = time.monotonic()
 
     def text(self) -> str:
         text = "".join(self.parts)
@@ -56,6 +58,7 @@ class Run:
 
     async def execute(self) -> None:
         status, end, error = Message.Status.COMPLETE, StreamEnd(), None
+        metrics.run_started()
         try:
             self.outbox.emit(self.group, MessageStarted(self.id, self.job.start))
             if self.job.cancel_requested:  # stopped before it started
@@ -73,6 +76,7 @@ class Run:
                     elif isinstance(item, Usage):
                         self.usage = item
         except ProviderError as exc:
+            metrics.upstream_error(exc.code)
             status = Message.Status.INTERRUPTED if self.length else Message.Status.FAILED
             error = {
                 "message_id": self.id,
@@ -94,6 +98,9 @@ class Run:
         if "\x00" in text:
             text = text.replace("\x00", "\ufffd")  # see `store.storable`
         start = self.length
+        if not start and text:
+            metrics.first_token(self.started_at)
+        metrics.token_relayed()
         self.parts.append(text)
         self.length = start + len(text)
         self.outbox.emit(self.group, TextAppended(self.id, start, text))

@@ -196,3 +196,20 @@ def test_https_settings_follow_the_environment():
     assert https_settings(DJANGO_SECURE_PROXY_SSL_HEADER="")[-1] is None
     bad = run_django(code, **env, DJANGO_SECURE_PROXY_SSL_HEADER="https")
     assert "must look like 'X-Forwarded-Proto: https'" in bad.stderr
+
+
+def test_the_metrics_allow_list_is_read_from_the_environment_and_checked(monkeypatch):
+    """Addresses and networks, comma-separated; anything else stops the process at start."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from chatsite.env import chat_settings_from_env
+
+    monkeypatch.setenv("CHAT_METRICS_ALLOWED_IPS", "10.0.0.0/8, 192.168.1.7,::1")
+    assert chat_settings_from_env()["CHAT_METRICS_ALLOWED_IPS"] == [
+        "10.0.0.0/8",
+        " 192.168.1.7",
+        "::1",
+    ]
+    monkeypatch.setenv("CHAT_METRICS_ALLOWED_IPS", "10.0.0.0/8,prometheus.internal")
+    with pytest.raises(ImproperlyConfigured, match=r"prometheus\.internal"):
+        chat_settings_from_env()
