@@ -16,6 +16,8 @@ import logging
 import time
 from enum import StrEnum
 
+from django.utils import timezone
+
 from ..events import MessageStarted, RunError, TextAppended, conversation_group, run_error_data
 from ..models import Message
 from ..outbox import Outbox
@@ -45,6 +47,7 @@ class Run:
         self.parts: list[str] = []
         self.length = 0
         self.usage = Usage()  # what the model reported before its end, if anything
+        self.first_token_at = None  # when its first text came (a datetime): stored with it
         # The manager's checkpoints: the first waits one interval after the start.
         self.checkpointed_at = time.monotonic()
         self.checkpointed_length = 0
@@ -94,6 +97,8 @@ class Run:
         if "\x00" in text:
             text = text.replace("\x00", "\ufffd")  # see `store.storable`
         start = self.length
+        if not start and text:  # the first text (one comparison per token after it)
+            self.first_token_at = timezone.now()
         self.parts.append(text)
         self.length = start + len(text)
         self.outbox.emit(self.group, TextAppended(self.id, start, text))
@@ -129,5 +134,6 @@ class Run:
             input_tokens=input_tokens,
             output_tokens=end.output_tokens,
             error=error,
+            first_token_at=self.first_token_at,
             save=save,
         )
