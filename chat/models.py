@@ -171,6 +171,10 @@ class LiveRun(Message):
         proxy = True
         verbose_name = "live run"
 
+    def __str__(self) -> str:
+        # Not the text's start, as `Message` has: the list does not load the text.
+        return f"answer {str(self.pk)[:8]} ({self.status})"
+
 
 class Usage(Message):
     """The admin's per-user, per-day usage report (chat/opsadmin.py)."""
