@@ -297,7 +297,7 @@ def replay_buffers_purge(*, dry_run: bool = False) -> PurgeResult:
     end never reached Redis. An in-process buffer lives in each server's memory, which a
     command cannot reach: `ValueError`.
     """
-    buffer = get_replay_buffer()
+    buffer = get_replay_buffer.build()  # a client for this loop only, closed after
     if buffer.in_process:
         raise ValueError("the replay buffer is in each server process's memory")
     return async_to_sync(_purge)(buffer, dry_run)
@@ -306,16 +306,20 @@ def replay_buffers_purge(*, dry_run: bool = False) -> PurgeResult:
 async def _purge(buffer, dry_run: bool) -> PurgeResult:
     scanned = purged = 0
     cursor = None
-    while cursor != 0:
-        cursor, ids = await buffer.scan(cursor or 0)
-        if not ids:
-            continue
-        scanned += len(ids)
-        active = await sync_to_async(_active_ids)(ids)
-        finished = ids - active
-        purged += len(finished)
-        if finished and not dry_run:
-            await buffer.discard(finished)
+    try:
+        while cursor != 0:
+            cursor, ids = await buffer.scan(cursor or 0)
+            if not ids:
+                continue
+            # A message SCAN returned twice (its keys are two, and SCAN may repeat keys)
+            # is counted twice; deleting it again is harmless.
+            scanned += len(ids)
+            finished = ids - await sync_to_async(_active_ids)(ids)
+            purged += len(finished)
+            if finished and not dry_run:
+                await buffer.discard(finished)
+    finally:
+        await buffer.aclose()
     return PurgeResult(scanned, purged)
 
 
