@@ -3,12 +3,17 @@ one process lists a run of the other, and its force stop ends that run `cancelle
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
+from django.db import connection
 
 from chat.models import Message
+from tests.conftest import ROOT, _database_url
 
 from .admin import AdminClient
 from .client import ChatApi, fake, wait_for_final
@@ -91,3 +96,42 @@ def test_live_runs_on_a_lists_a_run_of_b_and_force_stop_ends_it(cluster, admin, 
     assert text.startswith(stored.content)
     # Gone from the live list.
     assert f'value="{message_id}"' not in ops.http.get(LIVE).text
+
+
+def test_end_stale_runs_all_stops_a_live_run_of_another_process(
+    cluster, redis_server, user, password
+):
+    """`manage.py end_stale_runs --all`, a process of its own on the site's database and
+    Redis, stops a run of B as the stop button would: B's run ends it `cancelled` and a
+    viewer on A sees `message_end` `cancelled`; the command lists it."""
+    a, b = cluster
+    api_b = ChatApi(b.url, user.username, password)
+    conversation = api_b.create_conversation()["id"]
+    text = "".join(f"e{i:03d} " for i in range(400))
+    with ChatApi(a.url, user.username, password).stream(conversation, timeout=30) as on_a:
+        message_id = api_b.send(conversation, f"Slow {fake(text=text, tps=20)}")[
+            "assistant_message"
+        ]["id"]
+        assert [e[0] for e in on_a.read(max_events=2).events] == ["message_start", "delta"]
+        command = subprocess.run(
+            [sys.executable, "manage.py", "end_stale_runs", "--all", "--wait", "10"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "chatsite.settings.test",
+                "DATABASE_URL": _database_url(connection.settings_dict),
+                "REDIS_URL": redis_server.url,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert command.returncode == 0, command.stderr
+        rest = on_a.read(until_end_of=message_id)
+    assert f"{message_id} cancelled conversation {conversation}" in command.stdout
+    assert command.stdout.endswith("Ended 1 answer.\n")
+    end = rest.of("message_end")[-1][1]
+    assert (end["message_id"], end["status"]) == (message_id, "cancelled")
+    stored = Message.objects.get(pk=message_id)
+    assert (stored.status, stored.error_code) == ("cancelled", "")
+    assert text.startswith(stored.content) and stored.content
