@@ -132,6 +132,7 @@ class LiveRunAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra_context = {
             **(extra_context or {}),
+            "title": "Live runs",
             "subtitle": f"Answers being generated now, on every process "
             f"(this page reloads every {LIVE_REFRESH_SECONDS} s)",
         }

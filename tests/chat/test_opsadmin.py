@@ -101,6 +101,7 @@ def test_live_runs_lists_active_answers_on_every_process(admin_client, user, oth
 
     response = admin_client.get(LIVE)
     assert response.status_code == 200
+    assert response.context["title"] == "Live runs"
     assert list(response.context["cl"].result_list) == [streaming, pending]
     html = response.content.decode()
     first, second = cells(html)
@@ -207,7 +208,10 @@ def test_a_message_page_shows_its_run(admin_client, user):
     html = admin_client.get(reverse("admin:chat_message_change", args=[message.pk])).content
     html = html.decode()
     history = html.split('class="chat-history"')[1].split("</table>")[0]
-    steps = re.findall(r"<tr><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td></tr>", history)
+    steps = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", history)
+    # Each to the millisecond: the steps of an answer are often within one second.
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", at) for at, _, _ in steps)
+    steps = [(status, detail) for _, status, detail in steps]
     assert steps == [
         ("pending", "created"),
         ("streaming", "first text"),
