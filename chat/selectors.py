@@ -192,7 +192,7 @@ def usage_by_user_day(
     messages = Message.objects.all()
     if since is not None:
         messages = messages.filter(created_at__gte=datetime.combine(since, time.min, UTC))
-    if until is not None:
+    if until is not None and until < date.max:  # the last day has no day after it
         end = datetime.combine(until + timedelta(days=1), time.min, UTC)
         messages = messages.filter(created_at__lt=end)
     if user_id is not None:

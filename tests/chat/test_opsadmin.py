@@ -327,6 +327,13 @@ def test_the_usage_page_answers_bad_filters_with_the_form_not_an_error(admin_cli
     assert 'class="errorlist' in response.content.decode()
 
 
+def test_the_usage_page_takes_the_first_and_last_days_there_are(admin_client, user):
+    exchange(chat(user), timezone.now().date())
+    response = admin_client.get(USAGE, {"since": "0001-01-01", "until": "9999-12-31"})
+    assert response.status_code == 200
+    assert len(response.context["rows"]) == 1
+
+
 def test_a_user_links_to_their_usage(admin_client, user):
     url = f"{USAGE}?user={user.pk}"
     assert url in admin_client.get(reverse("admin:auth_user_changelist")).content.decode()
