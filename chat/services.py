@@ -235,6 +235,8 @@ def messages_html_fill(*, messages: Iterable[Message]) -> None:
 def message_force_stop(*, message: Message) -> bool:
     """An operator's stop: the same as the user's (`message_cancel`), for a run on any
     process. False if the answer had already ended."""
+    if not message.is_active:  # `message_cancel` returns a cancelled answer as it is
+        return False
     try:
         message_cancel(message=message)
     except MessageFinished:

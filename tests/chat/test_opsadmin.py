@@ -166,6 +166,12 @@ def test_force_stop_asks_the_run_to_stop_as_the_stop_button_does(admin_client, u
 def test_force_stop_of_an_answer_that_ended_says_so(user):
     done = answer(chat(user))
     assert services.message_force_stop(message=done) is False
+    stopped = answer(chat(user, "s"), status="cancelled")
+    assert services.message_force_stop(message=stopped) is False
+    # Ended since the page was loaded: the row is stale, the database says no.
+    stale = live(chat(user, "y"))
+    Message.objects.filter(pk=stale.pk).update(status="complete")
+    assert services.message_force_stop(message=stale) is False
     assert services.message_force_stop(message=live(chat(user, "x"))) is True
 
 
