@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from enum import StrEnum
 
 from django.utils import timezone
@@ -47,7 +48,7 @@ class Run:
         self.parts: list[str] = []
         self.length = 0
         self.usage = Usage()  # what the model reported before its end, if anything
-        self.first_token_at = None  # when its first text came (a datetime): stored with it
+        self.first_token_at: datetime | None = None  # when its first text came
         # The manager's checkpoints: the first waits one interval after the start.
         self.checkpointed_at = time.monotonic()
         self.checkpointed_length = 0
