@@ -29,6 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import socket
 import time
 from collections.abc import Callable
 
@@ -66,6 +69,26 @@ class Batch(list):
     def __init__(self, events, emitted_at: float | None) -> None:
         super().__init__(events)
         self.emitted_at = emitted_at
+
+
+def process_prefix() -> str:
+    """The start of this process's channel name: `specific.<host>.<pid>.` — run leases
+    name the channel, so the admin can say which machine and process owns a run.
+
+    The host is cut to what a channel name may hold (letters, digits, hyphens; channel
+    names are limited to 100 characters, and the layer adds 32 hex digits).
+    """
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    return f"specific.{host}.{os.getpid()}."
+
+
+_PROCESS = re.compile(r"specific\.([A-Za-z0-9-]+)\.(\d+)\.")
+
+
+def channel_process(channel: str) -> tuple[str, int] | None:
+    """The (host, pid) a channel made with `process_prefix` names; None for any other."""
+    match = _PROCESS.search(channel)
+    return (match[1], int(match[2])) if match else None
 
 
 class Fanout:
@@ -238,7 +261,7 @@ class Fanout:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                self.channel = await layer.new_channel()
+                self.channel = await layer.new_channel(prefix=process_prefix())
                 if not self.in_process:
                     await layer.group_add(_PROCESSES, self.channel)
                 if not self._ready.done():

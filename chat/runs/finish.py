@@ -8,6 +8,7 @@ viewer: the buffer gets the end event and the conversation's streams get
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from .. import metrics
 from ..events import MessageEnded, conversation_group, message_end_data
@@ -29,6 +30,7 @@ async def finish_message(
     input_tokens: int | None = None,
     output_tokens: int | None = None,
     error: dict | None = None,
+    first_token_at: datetime | None = None,
     orphan: bool = False,
     save: bool = True,
 ) -> bool:
@@ -49,6 +51,7 @@ async def finish_message(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             error=error,
+            first_token_at=first_token_at,
             orphan=orphan,
         )
         if not saved:

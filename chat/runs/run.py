@@ -14,7 +14,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from enum import StrEnum
+
+from django.utils import timezone
 
 from .. import metrics
 from ..events import MessageStarted, RunError, TextAppended, conversation_group, run_error_data
@@ -46,6 +49,7 @@ class Run:
         self.parts: list[str] = []
         self.length = 0
         self.usage = Usage()  # what the model reported before its end, if anything
+        self.first_token_at: datetime | None = None  # when its first text came
         # The manager's checkpoints: the first waits one interval after the start.
         self.checkpointed_at = time.monotonic()
         self.checkpointed_length = 0
@@ -98,7 +102,8 @@ class Run:
         if "\x00" in text:
             text = text.replace("\x00", "\ufffd")  # see `store.storable`
         start = self.length
-        if not start and text:
+        if not start and text:  # the first text (one comparison per token after it)
+            self.first_token_at = timezone.now()
             metrics.first_token(self.started_at)
         metrics.token_relayed()
         self.parts.append(text)
@@ -136,5 +141,6 @@ class Run:
             input_tokens=input_tokens,
             output_tokens=end.output_tokens,
             error=error,
+            first_token_at=self.first_token_at,
             save=save,
         )
