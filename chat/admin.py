@@ -19,10 +19,12 @@ from django.db.models.functions import Left
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.text import Truncator
+from django.utils.timezone import localtime
 
+from . import opsadmin  # also registers the operators' pages: live runs, usage
 from .models import Conversation, Message
 
 PREVIEW_CHARS = 80
@@ -77,6 +79,11 @@ def _tokens(message: Message) -> str:
     return " / ".join(
         "-" if n is None else f"{mark}{n}" for n in (message.input_tokens, message.output_tokens)
     )
+
+
+def _moment(at) -> str:
+    """To the millisecond: the steps of an answer are often within one second."""
+    return localtime(at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def messages_url(**filters) -> str:
@@ -278,7 +285,44 @@ class MessageAdmin(admin.ModelAdmin):
     )
     # The links of the message tree are shown, not edited: as form fields each would be a
     # <select> of every message stored.
-    readonly_fields = (*_MESSAGE_READONLY, "conversation", "reply_to", "parent")
+    readonly_fields = (
+        *_MESSAGE_READONLY,
+        "conversation",
+        "reply_to",
+        "parent",
+        "status_history",
+        "timing",
+        "owning_process",
+        "run_lease_expires_at",
+        "cancel_requested",
+        "usage",
+        "answer_model",
+    )
+    # A message's page: the message, then its run as an operator reads it (chat/opsadmin.py).
+    fieldsets = (
+        (
+            None,
+            {"fields": ("id", "conversation", "role", "status", "reply_to", "parent", "content")},
+        ),
+        (
+            "Run",
+            {
+                "fields": (
+                    "status_history",
+                    "timing",
+                    "stop_reason",
+                    "error_code",
+                    "error_message",
+                    "usage",
+                    "answer_model",
+                    "context_omitted_turns",
+                    "owning_process",
+                    "run_lease_expires_at",
+                    "cancel_requested",
+                )
+            },
+        ),
+    )
     list_select_related = ("conversation__owner",)
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
@@ -328,3 +372,45 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="tokens in / out")
     def tokens(self, obj: Message) -> str:
         return _tokens(obj)
+
+    @admin.display(description="status history")
+    def status_history(self, obj: Message) -> str:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    "-" if change.at is None else _moment(change.at),
+                    change.status or "-",
+                    change.detail,
+                )
+                for change in obj.status_history()
+            ),
+        )
+        return format_html('<table class="chat-history">{}</table>', rows)
+
+    @admin.display(description="timing")
+    def timing(self, obj: Message) -> str:
+        """Created → first token → ended, with the durations between."""
+        first = opsadmin.duration(opsadmin.seconds_between(obj.created_at, obj.first_token_at))
+        total = opsadmin.seconds_between(obj.created_at, obj.completed_at)
+        if obj.is_active:
+            total = opsadmin.seconds_between(obj.created_at, timezone.now())
+        generating = opsadmin.seconds_between(obj.first_token_at, obj.completed_at)
+        return format_html(
+            "first token after {}; generating for {}; {} {}",
+            first,
+            opsadmin.duration(generating),
+            "running for" if obj.is_active else "ended after",
+            opsadmin.duration(total),
+        )
+
+    @admin.display(description="owning process")
+    def owning_process(self, obj: Message) -> str:
+        return opsadmin.process_label(obj.run_owner)
+
+    @admin.display(description="usage")
+    def usage(self, obj: Message) -> str:
+        return format_html(
+            "{} tokens in / out; {} characters", _tokens(obj), f"{len(obj.content):,}"
+        )

@@ -33,11 +33,16 @@ class Backend(Generic[T]):
         if instance is None:
             with self._lock:
                 if self._instance is None:
-                    config = getattr(chat_settings, self.name)
-                    backend = import_string(config["BACKEND"])
-                    self._instance = backend(**config.get("OPTIONS", {}))
+                    self._instance = self.build()
                 instance = self._instance
         return instance
+
+    def build(self) -> T:
+        """A new instance, not the process's: for work on an event loop of its own (a
+        management command), since a Redis client belongs to the loop it first ran on."""
+        config = getattr(chat_settings, self.name)
+        backend = import_string(config["BACKEND"])
+        return backend(**config.get("OPTIONS", {}))
 
     def reset(self) -> None:
         self._instance = None

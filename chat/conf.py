@@ -115,6 +115,15 @@ DEFAULTS: dict[str, object] = {
     "MESSAGE_PAGE_SIZE": 50,
     # The largest `page_size` an API client may ask for (more is a 400).
     "MESSAGE_PAGE_SIZE_MAX": 200,
+    # Who may read `/metrics` (chatsite/probes.py): addresses or networks (CIDR) of
+    # the connection itself; everyone else gets the site's 404. Prometheus scrapes each
+    # process directly, never through the proxy.
+    "METRICS_ALLOWED_IPS": ["127.0.0.1/32", "::1/128"],
+    # How long each of `/readyz`'s checks (database, Redis) may take before it fails.
+    "HEALTH_TIMEOUT_SECONDS": 1.0,
+    # Whether logs may hold what users and the model wrote (Django's SQL debug log with
+    # its parameters): off, so a log shipped elsewhere holds no conversation.
+    "LOG_MESSAGE_CONTENT": False,
 }
 
 _MAX_STREAM_TOKEN_LIFETIME_SECONDS = 300

@@ -29,12 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import socket
+import time
 from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
+from . import metrics
 from .conf import chat_settings
 from .errors import BackendUnavailable
 from .events import StreamEvent, from_wire, to_wire
@@ -52,6 +57,38 @@ _REJOIN_EVERY_SECONDS = 3600.0
 _EVENTS = "chat.events"
 # Every process's channel is in this group: `broadcast` reaches them all.
 _PROCESSES = "chat.processes"
+
+
+class Batch(list):
+    """What a stream's queue holds: one process's events for the group, from one flush,
+    stamped with the wall time the first of them was emitted (for the relay-latency
+    metric; None when not known)."""
+
+    __slots__ = ("emitted_at",)
+
+    def __init__(self, events, emitted_at: float | None) -> None:
+        super().__init__(events)
+        self.emitted_at = emitted_at
+
+
+def process_prefix() -> str:
+    """The start of this process's channel name: `specific.<host>.<pid>.` — run leases
+    name the channel, so the admin can say which machine and process owns a run.
+
+    The host is cut to what a channel name may hold (letters, digits, hyphens; channel
+    names are limited to 100 characters, and the layer adds 32 hex digits).
+    """
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    return f"specific.{host}.{os.getpid()}."
+
+
+_PROCESS = re.compile(r"specific\.([A-Za-z0-9-]+)\.(\d+)\.")
+
+
+def channel_process(channel: str) -> tuple[str, int] | None:
+    """The (host, pid) a channel made with `process_prefix` names; None for any other."""
+    match = _PROCESS.search(channel)
+    return (match[1], int(match[2])) if match else None
 
 
 class Fanout:
@@ -111,17 +148,23 @@ class Fanout:
         await asyncio.shield(joined)
         return queue
 
-    async def publish(self, batches: dict[str, list[StreamEvent]]) -> None:
-        """Send each group's events to its streams in every process: one round trip."""
+    async def publish(
+        self, batches: dict[str, list[StreamEvent]], emitted_at: float | None = None
+    ) -> None:
+        """Send each group's events to its streams in every process: one round trip.
+
+        `emitted_at`: the wall time the first of them was emitted (travels with them)."""
         if self.in_process:
             for group, events in batches.items():
-                self.deliver_local(group, events)
+                self.deliver_local(group, events, emitted_at)
             return
         layer = get_channel_layer()
         redis = self._redis_backend()
         pipe = redis.redis.pipeline(transaction=False)
         for group, events in batches.items():
             message = {"type": _EVENTS, "group": group, "events": [to_wire(e) for e in events]}
+            if emitted_at is not None:
+                message["emitted_at"] = emitted_at
             pipe.publish(_group_channel(layer, group), layer.serialize(message))
         await redis.run(pipe.execute())
 
@@ -218,7 +261,7 @@ class Fanout:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                self.channel = await layer.new_channel()
+                self.channel = await layer.new_channel(prefix=process_prefix())
                 if not self.in_process:
                     await layer.group_add(_PROCESSES, self.channel)
                 if not self._ready.done():
@@ -244,13 +287,22 @@ class Fanout:
     def _dispatch(self, message: dict) -> None:
         kind = message.get("type")
         if kind == _EVENTS:
-            self.deliver_local(message["group"], [from_wire(e) for e in message["events"]])
+            self.deliver_local(
+                message["group"],
+                [from_wire(e) for e in message["events"]],
+                message.get("emitted_at"),
+            )
         elif (handler := self._control_handlers.get(kind)) is not None:
             handler(message)
 
-    def deliver_local(self, group: str, events: list[StreamEvent]) -> None:
-        for queue in self._queues.get(group, ()):
-            queue.put_nowait(events)
+    def deliver_local(
+        self, group: str, events: list[StreamEvent], emitted_at: float | None = None
+    ) -> None:
+        queues = self._queues.get(group)
+        if queues:
+            batch = Batch(events, time.time() if emitted_at is None else emitted_at)
+            for queue in queues:
+                queue.put_nowait(batch)
 
 
 def _group_channel(layer, group: str) -> str:
@@ -260,3 +312,4 @@ def _group_channel(layer, group: str) -> str:
 
 
 fanout = Fanout()
+metrics.measure_open_streams(lambda: fanout.stream_count)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
@@ -116,6 +118,9 @@ class Message(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # When the run received the answer's first text (stored by its first checkpoint, which
+    # also marks it `streaming`, or by its end): with `created_at`, the time to first token.
+    first_token_at = models.DateTimeField(null=True, blank=True, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True)
     # The user turn an assistant message answers; several answers mean regenerations.
     reply_to = models.ForeignKey(
@@ -132,6 +137,8 @@ class Message(models.Model):
     run_owner = models.CharField(max_length=200, blank=True)
     run_lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # When a stop was first asked for (the stop button, the API, an operator).
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     # A finished answer as sanitized HTML, rendered on its first read and kept, so page
     # views do not render markdown again (chat/services.py: messages_html_fill).
     # `html_key` names the text and the rendering rules it was made from
@@ -175,3 +182,61 @@ class Message(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
+
+    def status_history(self) -> list[StatusChange]:
+        """The answer's way through its statuses, oldest first, read from its timestamps.
+
+        An answer moves one way only — `pending` (created), `streaming` (from its first
+        text), then one final status (`completed_at`) — so its timestamps are its whole
+        history; a stop asked for on the way is shown where it happened. A user message is
+        stored complete.
+        """
+        if self.role == self.Role.USER:
+            return [StatusChange(self.created_at, self.Status.COMPLETE, "stored")]
+        between = []
+        if self.first_token_at is not None:
+            between.append(StatusChange(self.first_token_at, self.Status.STREAMING, "first text"))
+        elif self.status == self.Status.STREAMING:
+            between.append(StatusChange(None, self.Status.STREAMING, "first checkpoint"))
+        if self.cancel_requested_at is not None:
+            between.append(StatusChange(self.cancel_requested_at, "", "stop requested"))
+        between.sort(key=lambda change: change.at or self.created_at)
+        changes = [StatusChange(self.created_at, self.Status.PENDING, "created"), *between]
+        if not self.is_active:
+            changes.append(StatusChange(self.completed_at, self.status, _ended(self)))
+        return changes
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    at: datetime | None  # None: known to have happened, time not stored
+    status: str  # "" for an event that changes no status (a stop request)
+    detail: str
+
+
+def _ended(message: Message) -> str:
+    if message.error_code:
+        return f"ended: {message.error_code}"
+    if message.stop_reason:
+        return f"ended: {message.stop_reason}"
+    return "ended"
+
+
+class LiveRun(Message):
+    """The admin's view of answers being generated now, on every process (chat/opsadmin.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "live run"
+
+    def __str__(self) -> str:
+        # Not the text's start, as `Message` has: the list does not load the text.
+        return f"answer {str(self.pk)[:8]} ({self.status})"
+
+
+class Usage(Message):
+    """The admin's per-user, per-day usage report (chat/opsadmin.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "usage"

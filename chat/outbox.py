@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from .conf import chat_settings
 from .errors import BackendUnavailable
@@ -41,6 +42,7 @@ class Outbox:
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flushes: set[asyncio.Task] = set()  # held, so the loop cannot drop them
+        self._first_emitted_at: float | None = None  # wall time of the first queued event
         self.failed_flushes = 0
         self.dropped_events = 0
 
@@ -60,6 +62,8 @@ class Outbox:
             self.transport.deliver_local(group, [event])
             return
         self._events.append((group, event))
+        if self._first_emitted_at is None:  # the oldest event the next flush takes
+            self._first_emitted_at = time.time()
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a server has one loop; only tests run several in turn
             self._loop, self._handle, self._sent = loop, None, None
@@ -98,20 +102,23 @@ class Outbox:
         async with self._lock:
             events, self._events = self._events, []
             sent, self._sent = self._sent, None
+            emitted_at, self._first_emitted_at = self._first_emitted_at, None
             try:
                 if events:
-                    await self._send(events)
+                    await self._send(events, emitted_at)
             finally:
                 if sent is not None and not sent.done():
                     sent.set_result(None)
 
-    async def _send(self, events: list[tuple[str, StreamEvent]]) -> None:
+    async def _send(
+        self, events: list[tuple[str, StreamEvent]], emitted_at: float | None = None
+    ) -> None:
         batches: dict[str, list[StreamEvent]] = {}
         for group, event in events:
             batches.setdefault(group, []).append(event)
         try:
             await self.buffer.write([event for _, event in events])
-            await self.transport.publish(batches)
+            await self.transport.publish(batches, emitted_at)
         except BackendUnavailable as exc:
             self._failed(len(events), exc)
         else:

@@ -33,3 +33,7 @@ class RedisBackend:
                 return await operation
         except (RedisError, OSError, TimeoutError) as exc:
             raise BackendUnavailable(f"Redis at {self.url} is unavailable: {exc!r}") from exc
+
+    async def aclose(self) -> None:
+        """Close the client's connections (a backend made for one piece of work)."""
+        await self.redis.aclose()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from channels.db import database_sync_to_async
 
-from . import sse
+from . import metrics, sse
 from .errors import BackendUnavailable
 from .events import (
     ConversationDeleted,
@@ -67,6 +67,7 @@ class ConversationRelay:
             # We cannot place this position (its message was deleted, or is not in
             # this conversation): say so, then start over like a fresh client.
             frames.append(_reset("unknown_position", "Resume position not found."))
+            metrics.stream_reset("unknown_position")
         for message in pending:
             message_id = str(message.pk)
             if message_id not in self.ended:
@@ -81,6 +82,7 @@ class ConversationRelay:
             # The client has more than is stored: start the message over.
             del self.sent[message_id]
             frames.append(_reset("position_beyond_text", "The message is sent again in full."))
+            metrics.stream_reset("position_beyond_text")
         if message_id not in self.sent:
             frames.append(self._start(message_id, snapshot.start))
         frames.extend(self._text_from(message_id, snapshot.text))
@@ -106,7 +108,7 @@ class ConversationRelay:
         frames: list[bytes] = []
         for message_id in list(self.sent):
             # Expired from the buffer: the database has it.
-            snapshot = await self.buffer.get(message_id) or await _snapshot_by_id(message_id)
+            snapshot = await self._read_buffer(message_id) or await _snapshot_by_id(message_id)
             if snapshot is None:
                 # Neither has it: its conversation was deleted.
                 return self._deleted()
@@ -140,6 +142,7 @@ class ConversationRelay:
         if have is None or have != event.length:
             snapshot = await self._stored(message_id)
             if snapshot is not None:
+                metrics.gap_repaired()
                 snapshot.end, snapshot.error = event.data, event.error
                 return self._frames_to(message_id, snapshot)
         return self._end(message_id, event.data, event.error)
@@ -151,6 +154,7 @@ class ConversationRelay:
             snapshot = await self._stored(message_id)
             if snapshot is None:
                 return []
+            metrics.gap_repaired()
             snapshot.end = None  # the live end event will follow
             return self._frames_to(message_id, snapshot)
         return list(self._text_from(message_id, text, text_offset=start))
@@ -158,9 +162,14 @@ class ConversationRelay:
     async def _buffered(self, message_id: str) -> Snapshot | None:
         # Redis down or slow: the database's checkpoint is the next best source.
         try:
-            return await self.buffer.get(message_id)
+            return await self._read_buffer(message_id)
         except BackendUnavailable:
             return None
+
+    async def _read_buffer(self, message_id: str) -> Snapshot | None:
+        snapshot = await self.buffer.get(message_id)
+        metrics.replay_read(hit=snapshot is not None)
+        return snapshot
 
     async def _stored(self, message_id: str) -> Snapshot | None:
         """The buffer's snapshot, else the database's."""

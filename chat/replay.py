@@ -183,6 +183,27 @@ class RedisReplayBuffer(_Convenience, RedisBackend):
             error=field(b"error"),
         )
 
+    async def scan(self, cursor: int = 0, count: int = 500) -> tuple[int, set[str]]:
+        """One page of the message ids that have buffer keys: (next cursor, ids); the
+        cursor is 0 again when the scan is done. SCAN, never KEYS: a big keyspace is walked
+        a page at a time, not in one call that blocks Redis."""
+        match = _glob_escape(self.prefix) + "*"
+        cursor, keys = await self.run(self.redis.scan(cursor, match=match, count=count))
+        start = len(self.prefix)
+        ids = {key.decode()[start:].removesuffix(":text") for key in keys}
+        return cursor, ids
+
+    async def discard(self, message_ids: Iterable[str]) -> int:
+        """Delete these messages' buffers (both keys); how many keys were deleted."""
+        keys = [key for message_id in message_ids for key in self._keys(message_id)]
+        if not keys:
+            return 0
+        return await self.run(self.redis.delete(*keys))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
 
 def _merge_appends(events: Iterable[StreamEvent]) -> list[StreamEvent]:
     """One append per message per flush, however its deltas interleave with other

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 
+from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, Length, TruncDate
 
 from .errors import NotFound
 from .models import Conversation, Message
@@ -247,3 +248,53 @@ def _history_rows(message: Message) -> list[tuple]:
 
 def _db_value(field, value):
     return None if value is None else field.get_db_prep_value(value, connection)
+
+
+def live_run_list(*, model: type[Message] = Message) -> QuerySet[Message]:
+    """Answers being generated now, on any process, oldest first.
+
+    `text_length`: the characters stored by the answer's last checkpoint (at most
+    `CHAT_CHECKPOINT_INTERVAL` behind the run), counted by the database so the texts
+    themselves are not loaded. The live count is only in the owning process's memory, and
+    the model reports output tokens only at the end. `model`: a proxy of `Message`.
+    """
+    return (
+        model.objects.filter(status__in=Message.ACTIVE_STATUSES)
+        .select_related("conversation__owner")
+        .defer("content", "html")
+        .annotate(text_length=Length("content"))
+        .order_by("created_at", "id")
+    )
+
+
+def usage_by_user_day(
+    *, since: date | None = None, until: date | None = None, user_id=None
+) -> list[dict]:
+    """Per user per UTC day (the budget's days), newest day first: the user's messages
+    sent, the answers they got and the answers' input and output tokens. One query.
+
+    `since` and `until` are UTC days, both included.
+    """
+    messages = Message.objects.all()
+    if since is not None:
+        messages = messages.filter(created_at__gte=datetime.combine(since, time.min, UTC))
+    if until is not None and until < date.max:  # the last day has no day after it
+        end = datetime.combine(until + timedelta(days=1), time.min, UTC)
+        messages = messages.filter(created_at__lt=end)
+    if user_id is not None:
+        messages = messages.filter(conversation__owner_id=user_id)
+    username = f"conversation__owner__{get_user_model().USERNAME_FIELD}"
+    return list(
+        messages.values(
+            day=TruncDate("created_at", tzinfo=UTC),
+            user_id=F("conversation__owner_id"),
+            username=F(username),
+        )
+        .annotate(
+            messages=Count("pk", filter=Q(role=Message.Role.USER)),
+            answers=Count("pk", filter=Q(role=Message.Role.ASSISTANT)),
+            input_tokens=Coalesce(Sum("input_tokens"), 0),
+            output_tokens=Coalesce(Sum("output_tokens"), 0),
+        )
+        .order_by("-day", "username")
+    )

@@ -8,7 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import IntegrityError, transaction
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import budget, catalog, runs, selectors
@@ -24,8 +27,11 @@ from .errors import (
     Unavailable,
 )
 from .models import Conversation, Message
+from .outbox import outbox
 from .rendering import html_key, render_markdown
+from .replay import get_replay_buffer
 from .runs import store
+from .runs.sweeper import end_orphans
 from .tokens import StreamToken
 
 _TITLE_LENGTH = 60
@@ -242,7 +248,9 @@ def message_cancel(*, message: Message, wait: float = 0.0) -> Message:
     if message.status == Message.Status.CANCELLED:
         return message
     flagged = Message.objects.filter(pk=message.pk, status__in=Message.ACTIVE_STATUSES).update(
-        cancel_requested=True
+        cancel_requested=True,
+        # The first stop's time: the answer's history shows when it was asked for.
+        cancel_requested_at=Coalesce("cancel_requested_at", Value(timezone.now())),
     )
     if not flagged:
         raise MessageFinished()
@@ -280,3 +288,113 @@ def messages_html_fill(*, messages: Iterable[Message]) -> None:
         # A finished answer's text does not change, so two readers filling it at once
         # store the same HTML; an edit (in the admin) changes the key and is rendered anew.
         Message.objects.bulk_update(stale, ["html", "html_key"])
+
+
+# --- operators: the admin's force stop and the management commands ----------------------
+
+
+def message_force_stop(*, message: Message) -> bool:
+    """An operator's stop: the same as the user's (`message_cancel`), for a run on any
+    process. False if the answer had already ended."""
+    if not message.is_active:  # `message_cancel` returns a cancelled answer as it is
+        return False
+    try:
+        message_cancel(message=message)
+    except MessageFinished:
+        return False
+    return True
+
+
+def runs_end_stale(*, every: bool = False, wait: float = 10.0) -> list[Message]:
+    """End now every active answer whose lease has lapsed: the sweeper's work, once, on
+    every such answer (not only the first hundred a sweep takes). Returns the answers
+    that were active and have ended, as stored now.
+
+    `every`: first stop every active answer, as the stop button does — a live run ends
+    its answer `cancelled` and tells its viewers, on whichever process it runs — and wait
+    up to `wait` seconds for them; an answer still active then has no run that heard (its
+    process is gone or stalled), so its lease is made to lapse and it is swept too
+    (`cancelled`, since a stop was asked).
+    """
+    active = Message.objects.filter(status__in=Message.ACTIVE_STATUSES)
+    ids = []
+    if every:
+        targets = list(active)
+        for message in targets:
+            message_force_stop(message=message)
+        ids = [message.pk for message in targets]
+        deadline = time.monotonic() + wait
+        while active.filter(pk__in=ids).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lapsed = timezone.now() - timedelta(microseconds=1)
+        active.filter(pk__in=ids).update(run_lease_expires_at=lapsed)
+    # Expired now: what a sweeper would take (`store.expired_runs`), all of it.
+    expired = list(
+        active.filter(
+            Q(run_lease_expires_at__lt=timezone.now()) | Q(run_lease_expires_at__isnull=True)
+        ).order_by("created_at")
+    )
+    if expired:
+        async_to_sync(end_orphans)(expired, outbox=outbox)
+    ids += [message.pk for message in expired]
+    return list(
+        Message.objects.filter(pk__in=ids)
+        .exclude(status__in=Message.ACTIVE_STATUSES)
+        .order_by("created_at")
+    )
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    scanned: int  # messages with a buffer
+    purged: int  # of them, the buffers deleted (or that would be, in a dry run)
+
+
+def replay_buffers_purge(*, dry_run: bool = False) -> PurgeResult:
+    """Delete the shared (Redis) replay buffers of answers that are no longer active — ended
+    or deleted — whose text the database holds: a reconnecting client reads it from there.
+    The buffers of active answers are kept.
+
+    Buffers expire on their own (`CHAT_REPLAY_TTL_SECONDS` after their answer ends, a
+    day after it starts); this frees the memory now, e.g. after a burst, or buffers whose
+    end never reached Redis. An in-process buffer lives in each server's memory, which a
+    command cannot reach: `ValueError`.
+    """
+    buffer = get_replay_buffer.build()  # a client for this loop only, closed after
+    if buffer.in_process:
+        raise ValueError("the replay buffer is in each server process's memory")
+    return async_to_sync(_purge)(buffer, dry_run)
+
+
+async def _purge(buffer, dry_run: bool) -> PurgeResult:
+    scanned = purged = 0
+    cursor = None
+    try:
+        while cursor != 0:
+            cursor, ids = await buffer.scan(cursor or 0)
+            if not ids:
+                continue
+            # A message SCAN returned twice (its keys are two, and SCAN may repeat keys)
+            # is counted twice; deleting it again is harmless.
+            scanned += len(ids)
+            finished = ids - await sync_to_async(_active_ids)(ids)
+            purged += len(finished)
+            if finished and not dry_run:
+                await buffer.discard(finished)
+    finally:
+        await buffer.aclose()
+    return PurgeResult(scanned, purged)
+
+
+def _active_ids(ids: set[str]) -> set[str]:
+    valid = [message_id for message_id in ids if _is_uuid(message_id)]
+    rows = Message.objects.filter(pk__in=valid, status__in=Message.ACTIVE_STATUSES)
+    return {str(pk) for pk in rows.values_list("pk", flat=True)}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
-from . import events, sse
+from . import events, metrics, sse
 from .access import REVOKED, credentials, stream_access
 from .conf import chat_settings
 from .errors import BackendUnavailable, ChatError, StreamAuthFailed, TooManyStreams, Unavailable
@@ -184,6 +184,7 @@ async def _event_stream(sub: _Subscription, resume: ResumePosition | None) -> As
             # Each queue item is a batch of events (one flush of one process).
             frames = await relay.on_events([event for events in batch for event in events])
             if frames:
+                metrics.relayed(batch)
                 yield b"".join(frames)
                 last_write = loop.time()
             if relay.closed:

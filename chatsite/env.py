@@ -6,6 +6,7 @@ Settings modules import `env` from here; nothing else in the project touches
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -40,6 +41,15 @@ def proxy_ssl_header() -> tuple[str, str] | None:
     return "HTTP_" + name.upper().replace("-", "_"), value
 
 
+def log_format() -> str:
+    """`DJANGO_LOG_FORMAT`: `text` (the default, for people) or `json` (one object per
+    line, for a log pipeline)."""
+    value = env.str("DJANGO_LOG_FORMAT", default="text").strip().lower()
+    if value not in ("text", "json"):
+        raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be text or json, not {value!r}")
+    return value
+
+
 def redis_url() -> str | None:
     return env.str("REDIS_URL", default=None) or None
 
@@ -51,7 +61,8 @@ def anthropic_api_key() -> str | None:
 # chatsite's own settings (defaults in chat/conf.py) that the environment may set,
 # each under its own name, with its type.
 _CHAT_SETTINGS = {
-    "CHAT_MODELS": list,
+    # JSON: a list of {"id", "label", "context_tokens", "max_output_tokens"}.
+    "CHAT_MODELS": dict,
     "CHAT_MODEL": str,
     "CHAT_MAX_TOKENS": int,
     "CHAT_MAX_MESSAGE_CHARS": int,
@@ -78,12 +89,36 @@ _CHAT_SETTINGS = {
     "CHAT_STREAM_TOKEN_LIFETIME_SECONDS": int,
     "CHAT_MESSAGE_PAGE_SIZE": int,
     "CHAT_MESSAGE_PAGE_SIZE_MAX": int,
+    "CHAT_METRICS_ALLOWED_IPS": list,
+    "CHAT_HEALTH_TIMEOUT_SECONDS": float,
+    "CHAT_LOG_MESSAGE_CONTENT": bool,
 }
 
 
 def chat_settings_from_env() -> dict[str, object]:
     """The `CHAT_*` settings the environment sets (the rest keep chat/conf.py's defaults)."""
-    readers = {str: env.str, int: env.int, float: env.float, bool: env.bool, list: env.json}
-    return {
+    readers = {
+        str: env.str,
+        int: env.int,
+        float: env.float,
+        bool: env.bool,
+        list: env.list,
+        dict: env.json,
+    }
+    values = {
         name: readers[kind](name) for name, kind in _CHAT_SETTINGS.items() if name in env.ENVIRON
     }
+    if "CHAT_METRICS_ALLOWED_IPS" in values:
+        _check_networks("CHAT_METRICS_ALLOWED_IPS", values["CHAT_METRICS_ALLOWED_IPS"])
+    return values
+
+
+def _check_networks(name: str, entries: list[str]) -> None:
+    """A typo in an allow-list stops the process at start, not its first scrape."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {entry!r} is not an address or a network (10.0.0.0/8, ::1)"
+            ) from None

@@ -20,7 +20,10 @@ are handed back and the thread is free for other requests.
 
 Two kinds of request are refused here, before Django builds a request: a body
 over the upload limit (413, see `_declared_too_large` and `read_body`) and a
-send while the process is at capacity (503, see `_refused_for_capacity`).
+send while the process is at capacity (503, see `_refused_for_capacity`). The
+probes (`/healthz`, `/readyz`, `/metrics`: chatsite/probes.py) are answered here
+too. Every request gets its id and its access-log line here (chatsite/accesslog.py),
+whichever server runs the site.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from django.urls import Resolver404, resolve
 
 from chat.conf import chat_settings
 from chat.errors import Overloaded, RequestTooLarge
+from chatsite import accesslog, probes
 
 
 @dataclass
@@ -142,6 +146,18 @@ class ChatsiteASGIHandler(ASGIHandler):
             return
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        log = accesslog.RequestLog(scope, accesslog.id_for(scope))
+        token = accesslog.request_id.set(log.id)
+        try:
+            await self._serve(scope, receive, log.wrap(send))
+        finally:
+            log.write()
+            accesslog.request_id.reset(token)
+
+    async def _serve(self, scope, receive, send):
+        if (probe := probes.probe_for(scope)) is not None:
+            await probe(scope, send)
+            return
         if too_large := _declared_too_large(scope):
             await _send_json(send, too_large)
             return

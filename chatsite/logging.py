@@ -14,13 +14,21 @@ at each parameter *decoded*, and rewrites the raw text it came from:
 
 The line keeps its raw form otherwise: logging decoded text would let a client
 write line breaks into the log.
+
+Also here: the two formats of every log line (`DJANGO_LOG_FORMAT=text|json`), the
+request id each line carries (set per request by chatsite/accesslog.py), and the
+filter that keeps message content out of the logs unless `CHAT_LOG_MESSAGE_CONTENT`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import datetime
 import logging
 import re
 from urllib.parse import unquote_plus
+
+from pythonjsonlogger.json import JsonFormatter
 
 REDACTED = "[redacted]"
 
@@ -85,14 +93,20 @@ class RedactTokensFilter(logging.Filter):
     formatter unpacks the arguments, so they must stay arguments)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
         if isinstance(record.args, dict):
             record.args = {
                 k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
             }
         elif isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            redacted = redact(record.msg)
+            if redacted != record.msg and record.args:
+                # The format itself held a token parameter (`"?token=%s"`): redacting it
+                # would eat the placeholder, so the message is formatted first.
+                record.msg, record.args = redact(record.getMessage()), None
+            else:
+                record.msg = redacted
         return True
 
 
@@ -108,3 +122,123 @@ class OneLineErrors(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+# --- request ids ----------------------------------------------------------------------
+
+NO_REQUEST = "-"
+# The id of the request whose work is running (chatsite/accesslog.py sets it).
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default=NO_REQUEST)
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives every record the id of the request it was logged for (`-` outside requests)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+# --- message content --------------------------------------------------------------------
+
+# A string literal in SQL as Django's debug log writes it (parameters inlined, quotes doubled).
+_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
+HIDDEN = "[hidden]"
+
+
+def _without_literals(sql: str) -> str:
+    return _SQL_STRING.sub("'[hidden]'", sql)
+
+
+class HideMessageContent(logging.Filter):
+    """Keeps what users and the model wrote out of the logs unless the site allows it
+    (`CHAT_LOG_MESSAGE_CONTENT`, off by default).
+
+    Our own log calls never format a message's text (ids, statuses and error codes
+    only). What did: Django's SQL debug log (`django.db.backends` at DEBUG, when
+    `DEBUG` is on, as in local settings) writes each statement with its parameters
+    inlined — every message sent, every checkpoint of an answer — in its text and, for
+    a JSON log, again in its `sql` and `params` fields. Without the setting, the
+    statement is logged with its string literals replaced and without parameters.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("django.db.backends") or _content_allowed():
+            return True
+        if isinstance(record.args, tuple):
+            record.args = tuple(_hide(arg) for arg in record.args)
+        if isinstance(getattr(record, "sql", None), str):
+            record.sql = _without_literals(record.sql)
+        if getattr(record, "params", None) is not None:
+            record.params = HIDDEN
+        return True
+
+
+def _hide(arg):
+    if isinstance(arg, str):
+        return _without_literals(arg)
+    if arg is None or isinstance(arg, int | float):
+        return arg  # a duration, an alias-less None
+    return HIDDEN  # parameters: a tuple, a list or a dict of values
+
+
+def _content_allowed() -> bool:
+    from chat.conf import chat_settings
+
+    return bool(chat_settings.LOG_MESSAGE_CONTENT)
+
+
+# --- formats ------------------------------------------------------------------------------
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger [request id] message`, tokens redacted from the whole line
+    (a traceback included)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.__dict__.setdefault("request_id", NO_REQUEST)
+        return redact(super().format(record))
+
+
+class JsonLinesFormatter(JsonFormatter):
+    """One JSON object per line: timestamp (UTC, ISO 8601), level, logger, message,
+    request_id, the record's extra fields (an access line's method, path, status,
+    duration, bytes), and a traceback as `exc_info`.
+
+    python-json-logger (maintained, used widely) does the mapping of records to JSON,
+    extras and exceptions included; what is ours is the field names and that every
+    string in the object is redacted before it is serialized (after, a redaction could
+    cut a JSON escape in half).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s %(request_id)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp=True,
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.__dict__.setdefault("request_id", NO_REQUEST)
+        return super().format(record)
+
+    def process_log_record(self, log_data: dict) -> dict:
+        return {key: _redacted(value) for key, value in log_data.items()}
+
+
+def _redacted(value):
+    """`value` as JSON will show it, tokens redacted. Objects are turned into text here,
+    not by the encoder after: Django's `django.request` lines carry the request, whose
+    text is its full path, query string (and stream token) included."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _redacted(v) for k, v in value.items()}
+    return redact(value if isinstance(value, str) else str(value))

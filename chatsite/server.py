@@ -1,8 +1,9 @@
 """`chatsite-serve` / `python -m chatsite.server`: daphne, plus what chatsite needs of it.
 
-* daphne's access log prints each request's full path, query string included,
-  and stream tokens travel in the query string (EventSource cannot set
-  headers): the access logger here redacts them (see `chatsite/logging.py`).
+* daphne's own access log is replaced by the application's (chatsite/accesslog.py),
+  the same line on both servers, with the request id, duration and size, tokens
+  redacted (stream tokens travel in the query string: EventSource cannot set
+  headers). daphne's `-v 0` (no access log) turns it off.
 * Request bodies go to Django as they came. Twisted would parse form bodies
   itself first (daphne never reads the result), and answer a `multipart/form-data`
   body it cannot parse — no boundary — with an empty 400 that Django never sees
@@ -39,7 +40,6 @@ with contextlib.suppress(ImportError):
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
@@ -48,15 +48,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web import http
 from zope.interface import implementer
 
-from chatsite.logging import redact
+from chatsite import accesslog
 from chatsite.transport import ConnectionLimits, EventStream, is_event_stream, request_line
-
-
-class RedactingAccessLog(AccessLogGenerator):
-    def __call__(self, protocol, action, details):
-        if "path" in details:
-            details = {**details, "path": redact(details["path"])}
-        super().__call__(protocol, action, details)
 
 
 class ChatsiteHTTPChannel(http.HTTPChannel):
@@ -193,9 +186,9 @@ class ChatsiteHTTPFactory(HTTPFactory):
 
 class ChatsiteServer(Server):
     def __init__(self, *args, action_logger=None, **kwargs):
-        if isinstance(action_logger, AccessLogGenerator):
-            action_logger = RedactingAccessLog(action_logger.stream)
-        super().__init__(*args, action_logger=action_logger, **kwargs)
+        # daphne makes an access logger unless told not to (`-v 0`): ours logs instead.
+        accesslog.enabled = action_logger is not None
+        super().__init__(*args, action_logger=None, **kwargs)
         self.ports = []
 
     # daphne's run() makes its HTTP factory inline (`self.http_factory = HTTPFactory(self)`)

@@ -5,7 +5,9 @@ daphne (`chatsite.server`) stays the default and is fully supported; uvicorn
 overload, keeps admitted streams fast (see the README's performance section).
 This module gives it what `chatsite.server` gives daphne:
 
-* stream tokens travel in the query string, so the access log redacts them;
+* uvicorn's access log is replaced by the application's (chatsite/accesslog.py):
+  the same line as on daphne, tokens redacted; uvicorn leaves logging to Django's
+  `LOGGING`, so its own lines are text or JSON like the rest;
 * the run manager starts with the server (the ASGI lifespan startup, see
   `chatsite/handlers.py`);
 * SIGTERM drains *before* uvicorn waits for open connections: stop accepting,
@@ -21,13 +23,12 @@ This module gives it what `chatsite.server` gives daphne:
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from chatsite.logging import RedactTokensFilter
+from chatsite import accesslog
 from chatsite.transport import ConnectionLimits, EventStream, is_event_stream, request_line
 
 
@@ -144,11 +145,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop="uvloop",
         http=ChatsiteHttpToolsProtocol,
         lifespan="on",
-        access_log=not args.no_access_log,
+        access_log=False,  # the application's is written instead
+        log_config=None,  # Django's LOGGING, once the application is loaded
         proxy_headers=args.proxy_headers,
     )
-    # After Config: it configures logging, which would drop a filter added before.
-    logging.getLogger("uvicorn.access").addFilter(RedactTokensFilter())
+    accesslog.enabled = not args.no_access_log
     ChatsiteUvicorn(config).run()
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import anthropic
 import httpx2  # the SDK's transport layer; its exceptions surface mid-stream
 
+from .. import metrics
 from .base import ProviderError, ProviderRequest, StreamEnd, TextDelta, Usage
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class AnthropicProvider:
                 if attempt.has_text or not attempt.responded or not exc.retryable or retries <= 0:
                     raise
                 retries -= 1
+                metrics.upstream_error(exc.code, retried=True)
                 logger.warning("stream failed before any text (%s); starting it again", exc.code)
             await asyncio.sleep(_backoff(self.max_retries - retries - 1))
 

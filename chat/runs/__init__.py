@@ -13,10 +13,12 @@ outbox → (replay buffer, fan-out). Nothing here imports services or views.
 
 from __future__ import annotations
 
+from .. import metrics
 from .job import RunJob, build_job
 from .process import RunManager
 from .run import Run, StopReason
 
 manager = RunManager()
+metrics.measure_active_runs(lambda: len(manager.run_ids()))
 
 __all__ = ["Run", "RunJob", "RunManager", "StopReason", "build_job", "manager"]

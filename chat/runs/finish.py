@@ -8,7 +8,9 @@ viewer: the buffer gets the end event and the conversation's streams get
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
+from .. import metrics
 from ..events import MessageEnded, conversation_group, message_end_data
 from ..models import Message
 from ..outbox import Outbox
@@ -29,6 +31,7 @@ async def finish_message(
     output_tokens: int | None = None,
     usage_estimated: bool = False,
     error: dict | None = None,
+    first_token_at: datetime | None = None,
     orphan: bool = False,
     save: bool = True,
 ) -> bool:
@@ -50,10 +53,12 @@ async def finish_message(
             output_tokens=output_tokens,
             usage_estimated=usage_estimated,
             error=error,
+            first_token_at=first_token_at,
             orphan=orphan,
         )
         if not saved:
             return False
+    metrics.run_ended(status, error)
     # Logged once the database has it, before viewers are told (that waits for a flush).
     if orphan:
         logger.warning("run %s was orphaned; ended %s", message_id, status)

@@ -255,16 +255,17 @@ class RunManager:
         started) at least one interval ago."""
         now = time.monotonic()
         due = now - chat_settings.CHECKPOINT_INTERVAL
-        texts = {}
+        texts, first_tokens = {}, {}
         for message_id, local in list(self._runs.items()):
             run = local.run
             if run.length != run.checkpointed_length and run.checkpointed_at <= due:
                 run.checkpointed_length, run.checkpointed_at = run.length, now
                 texts[message_id] = run.text()
+                first_tokens[message_id] = run.first_token_at
         if not texts:
             return
         try:
-            lost = await store.save_checkpoints(texts)
+            lost = await store.save_checkpoints(texts, first_tokens)
         except Exception:
             # Not saved (the database stayed out of reach): again one interval later.
             for message_id in texts:

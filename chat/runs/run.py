@@ -14,8 +14,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from enum import StrEnum
 
+from django.utils import timezone
+
+from .. import metrics
 from ..context import estimate_tokens
 from ..events import MessageStarted, RunError, TextAppended, conversation_group, run_error_data
 from ..models import Message
@@ -46,9 +50,11 @@ class Run:
         self.parts: list[str] = []
         self.length = 0
         self.usage = Usage()  # what the model reported before its end, if anything
+        self.first_token_at: datetime | None = None  # when its first text came
         # The manager's checkpoints: the first waits one interval after the start.
         self.checkpointed_at = time.monotonic()
         self.checkpointed_length = 0
+        self.started_at = time.monotonic()
 
     def text(self) -> str:
         text = "".join(self.parts)
@@ -57,6 +63,7 @@ class Run:
 
     async def execute(self) -> None:
         status, end, error = Message.Status.COMPLETE, StreamEnd(), None
+        metrics.run_started()
         try:
             self.outbox.emit(self.group, MessageStarted(self.id, self.job.start))
             if self.job.cancel_requested:  # stopped before it started
@@ -74,6 +81,7 @@ class Run:
                     elif isinstance(item, Usage):
                         self.usage = item
         except ProviderError as exc:
+            metrics.upstream_error(exc.code)
             status = Message.Status.INTERRUPTED if self.length else Message.Status.FAILED
             error = {
                 "message_id": self.id,
@@ -95,6 +103,10 @@ class Run:
         if "\x00" in text:
             text = text.replace("\x00", "\ufffd")  # see `store.storable`
         start = self.length
+        if not start and text:  # the first text (one comparison per token after it)
+            self.first_token_at = timezone.now()
+            metrics.first_token(self.started_at)
+        metrics.token_relayed()
         self.parts.append(text)
         self.length = start + len(text)
         self.outbox.emit(self.group, TextAppended(self.id, start, text))
@@ -128,6 +140,7 @@ class Run:
             output_tokens=output_tokens,
             usage_estimated=estimated,
             error=error,
+            first_token_at=self.first_token_at,
             save=save,
         )
 

@@ -5,7 +5,7 @@ database restart or a terminated backend must not lose an answer."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
@@ -51,8 +51,11 @@ def claim(message_id: str, owner: str) -> bool:
 
 @database_sync_to_async
 @reconnecting
-def save_checkpoints(texts: dict[str, str]) -> set[str]:
-    """Save the text so far of several runs: one transaction, one round trip.
+def save_checkpoints(
+    texts: dict[str, str], first_tokens: dict[str, datetime | None] | None = None
+) -> set[str]:
+    """Save the text so far of several runs (and when each got its first text, which the
+    first checkpoint stores with the `streaming` status): one transaction, one round trip.
 
     Returns the ids that are no longer active (ended elsewhere, or deleted): their
     runs must stop.
@@ -63,12 +66,20 @@ def save_checkpoints(texts: dict[str, str]) -> set[str]:
     """
     table = connection.ops.quote_name(Message._meta.db_table)
     pk = Message._meta.pk
+    first_token = Message._meta.get_field("first_token_at")
+    first_tokens = first_tokens or {}
     rows = [
-        (text, pk.get_db_prep_value(message_id, connection)) for message_id, text in texts.items()
+        (
+            text,
+            first_token.get_db_prep_value(first_tokens.get(message_id), connection),
+            pk.get_db_prep_value(message_id, connection),
+        )
+        for message_id, text in texts.items()
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
-            f'UPDATE {table} SET "content" = %s, "status" = \'streaming\''  # noqa: S608
+            f'UPDATE {table} SET "content" = %s, "status" = \'streaming\','  # noqa: S608
+            ' "first_token_at" = COALESCE("first_token_at", %s)'
             f" WHERE \"id\" = %s AND \"status\" IN ('pending', 'streaming')",
             rows,
         )
@@ -91,6 +102,7 @@ def save_final(
     usage_estimated: bool = False,
     error: dict | None,
     orphan: bool,
+    first_token_at: datetime | None = None,
 ) -> bool:
     """Store an answer's final state, if it is still active (and, for an orphan, if its
     lease has lapsed: another process's sweeper may have got there first)."""
@@ -110,6 +122,8 @@ def save_final(
         "output_tokens": output_tokens,
         "usage_estimated": usage_estimated,
     }
+    if first_token_at is not None:  # an answer shorter than one checkpoint interval
+        fields["first_token_at"] = first_token_at
 
     def update(attempt: int) -> int:
         # A retry also matches this very save (its `completed_at`): the lost attempt

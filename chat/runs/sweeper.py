@@ -28,8 +28,13 @@ logger = logging.getLogger(__name__)
 
 async def sweep(*, exclude: list[str], outbox: Outbox) -> int:
     """End every expired run not in `exclude` (this process's own); how many were ended."""
+    return await end_orphans(await store.expired_runs(exclude), outbox=outbox)
+
+
+async def end_orphans(messages: list[Message], *, outbox: Outbox) -> int:
+    """End these expired answers, each on its own; how many were ended (by this call)."""
     ended = 0
-    for message in await store.expired_runs(exclude):
+    for message in messages:
         try:
             ended += await end_orphan(message, outbox=outbox)
         except Exception:

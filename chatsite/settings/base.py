@@ -13,6 +13,7 @@ from chatsite.env import (
     chat_settings_from_env,
     database_url,
     env,
+    log_format,
     redis_url,
 )
 
@@ -305,18 +306,36 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v[0-9]+",
 }
 
+# Every line goes to the console (stderr), as text or JSON (chatsite/logging.py): tokens
+# redacted, the request id of the request it was logged for, no message content unless
+# CHAT_LOG_MESSAGE_CONTENT. The access log is `chatsite.access` (chatsite/accesslog.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
         "redact_tokens": {"()": "chatsite.logging.RedactTokensFilter"},
+        "request_id": {"()": "chatsite.logging.RequestIdFilter"},
+        "hide_message_content": {"()": "chatsite.logging.HideMessageContent"},
         "one_line_errors": {"()": "chatsite.logging.OneLineErrors"},
     },
+    "formatters": {
+        "text": {"()": "chatsite.logging.TextFormatter"},
+        "json": {"()": "chatsite.logging.JsonLinesFormatter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": log_format(),
+            "filters": ["redact_tokens", "request_id", "hide_message_content"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {
+        "chatsite.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Without Django's own handlers (its DEFAULT_LOGGING prints django's lines a second
+        # time, unformatted, while DEBUG is on): one line each, in the site's format. Its
+        # level follows DJANGO_LOG_LEVEL, so DEBUG with DJANGO_DEBUG shows the SQL log.
+        "django": {"handlers": [], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
         "django.channels.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},

@@ -58,3 +58,62 @@ def test_message_rows_stay_one_line_and_failed_answers_stand_out(
     assert failed_color != complete_color
     assert "\u26a0" in failed_mark and complete_mark in ("none", "normal")
     assert violations == []
+
+
+def test_live_runs_page_works_under_the_csp_in_light_and_dark(
+    open_context, daphne_anthropic, django_user_model
+):
+    """The live-runs page loads its script and stylesheet under the CSP in both colour
+    schemes; a lapsed lease stands out; it reloads itself, but not while a row is ticked;
+    and "Force stop" from the page flags the run."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", PASSWORD)
+    conversation = Conversation.objects.create(owner=admin, title="Live one", model="m")
+    now = timezone.now()
+    run = Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        content="So far",
+        created_at=now - timedelta(seconds=20),
+        first_token_at=now - timedelta(seconds=19),
+        run_owner="specific.web-1.4321.0123456789abcdef",
+        # Lapsed, and nobody sweeps: this server shares its database with other sites.
+        run_lease_expires_at=now - timedelta(seconds=5),
+    )
+    for scheme in ("light", "dark"):
+        page = open_context(color_scheme=scheme).new_page()
+        violations = csp_violations(page)
+        page.goto(f"{daphne_anthropic.url}/admin/login/?next=/admin/chat/liverun/")
+        page.fill("input[name=username]", admin.username)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("input[type=submit]")
+        row = page.locator("#result_list tbody tr")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("web-1 · pid 4321")
+        expect(row).to_contain_text("6 chars")
+        lapsed = page.locator(".field-lease .chat-status-trouble")
+        expect(lapsed).to_contain_text("lapsed")
+        colors = lapsed.evaluate(
+            "e => [getComputedStyle(e).color, getComputedStyle(e.closest('td')).color]"
+        )
+        assert colors[0] != colors[1], colors
+        assert violations == []
+
+    # It reloads itself (a page's own variable is gone after a reload)...
+    page.evaluate("window.__loaded = true")
+    page.wait_for_function("() => window.__loaded === undefined", timeout=12_000)
+    # ...but not while a run is ticked for an action.
+    page.locator("input.action-select").check()
+    page.evaluate("window.__loaded = true")
+    page.wait_for_timeout(7_000)
+    assert page.evaluate("window.__loaded") is True
+    page.select_option("select[name=action]", "force_stop")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist")).to_contain_text("Asked 1 run to stop")
+    run.refresh_from_db()
+    assert run.cancel_requested
+    assert violations == []

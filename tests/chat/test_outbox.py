@@ -23,10 +23,12 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[dict] = []
 
-    async def publish(self, batches):
+    async def publish(self, batches, emitted_at=None):
         self.published.append(batches)
 
-    def deliver_local(self, group, events):  # pragma: no cover - not used when flushing
+    def deliver_local(
+        self, group, events, emitted_at=None
+    ):  # pragma: no cover - not used when flushing
         raise AssertionError("an outbox that flushes does not deliver locally")
 
 
@@ -126,3 +128,38 @@ def test_a_flush_appends_once_per_message_however_deltas_interleave():
         (TextAppended, "m2"),
     ]
     assert all(e.text == "xxx" for e in merged[1:])
+
+
+def test_a_flush_carries_the_wall_time_of_its_oldest_event():
+    """What the relay-latency metric measures from: the first event a flush takes, also
+    when more are emitted between its timer firing and the flush taking them."""
+    import time
+
+    recorder = Recorder()
+    outbox = Outbox(buffer=FlakyBuffer(), transport=recorder)
+    stamps = []
+    published = None
+
+    async def publish(batches, emitted_at=None):
+        stamps.append(emitted_at)
+        published.set()
+
+    recorder.publish = publish
+
+    async def go():
+        nonlocal published
+        published = asyncio.Event()
+        first = time.time()
+        outbox.emit("g", TextAppended("m", 0, "a"))
+        await asyncio.sleep(0.03)
+        outbox._flush_soon()  # the flush timer fires; its flush has not run yet
+        outbox.emit("g", TextAppended("m", 1, "b"))  # (this one starts a new timer)
+        await published.wait()
+        third = time.time()
+        outbox.emit("g", TextAppended("m", 2, "c"))
+        await outbox.flush()
+        return first, third
+
+    first, third = asyncio.run(go())
+    assert first <= stamps[0] < first + 0.02  # a's time, not b's
+    assert stamps[1] >= third  # the next flush starts from its own first event

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.utils import timezone
 
 from chat import events, runs
 from chat.context import estimate_tokens
@@ -222,9 +224,9 @@ def saved_checkpoints(monkeypatch) -> list[dict]:
     saved = []
     original = store.save_checkpoints
 
-    async def counting(texts):
+    async def counting(texts, *args):
         saved.append(dict(texts))
-        return await original(texts)
+        return await original(texts, *args)
 
     monkeypatch.setattr(store, "save_checkpoints", counting)
     return saved
@@ -385,3 +387,60 @@ def test_deleting_a_conversation_stops_its_run_and_tells_its_streams(script, sen
     assert type(published[-1]) is ConversationDeleted
     assert len(provider.requests) == 1
     assert not Message.objects.filter(pk=message_id).exists()
+
+
+def test_the_run_stores_when_its_first_text_came(script, sent, conversation, settings, monkeypatch):
+    """The first non-empty delta's time is `first_token_at`: written by the first checkpoint
+    (with the `streaming` status) and kept by the final save; an empty delta before it is
+    not text."""
+    settings.CHAT_CHECKPOINT_INTERVAL = 0.05
+    script(["", "first "] + [f"t{i} " for i in range(10)], delay=0.05)
+    first_tokens = []
+    original = store.save_checkpoints
+
+    async def capturing(texts, first=None):
+        first_tokens.append(dict(first or {}))
+        return await original(texts, first)
+
+    monkeypatch.setattr(store, "save_checkpoints", capturing)
+    message_id = str(sent.assistant_message.pk)
+    run_and_listen(message_id, conversation.pk)
+    message = Message.objects.get(pk=message_id)
+    assert message.first_token_at is not None
+    # Two 50 ms delays before the first text ("" came first).
+    ttft = (message.first_token_at - message.created_at).total_seconds()
+    assert 0.09 <= ttft < (message.completed_at - message.created_at).total_seconds()
+    assert first_tokens, "no checkpoint was saved"
+    assert {at for batch in first_tokens for at in batch.values()} == {message.first_token_at}
+
+
+def test_an_answer_shorter_than_the_interval_stores_its_first_text_time_at_the_end(
+    script, sent, conversation, settings, saved_checkpoints
+):
+    settings.CHAT_CHECKPOINT_INTERVAL = 3600
+    script(["a", "b"])
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert saved_checkpoints == []
+    assert message.created_at < message.first_token_at <= message.completed_at
+
+
+def test_an_answer_without_text_has_no_first_token_time(script, sent, conversation):
+    script([], fail_with=ProviderError("upstream_overloaded", "Busy.", True))
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert (message.status, message.first_token_at) == ("failed", None)
+
+
+def test_a_checkpoint_keeps_the_first_text_time_it_stored(sent):
+    """Checkpoints store `first_token_at` only where none is stored: one statement for all
+    runs, whatever each run sends."""
+    message_id = str(sent.assistant_message.pk)
+    first = timezone.now()
+    async_to_sync(store.save_checkpoints)({message_id: "a"}, {message_id: first})
+    later = first + timedelta(seconds=5)
+    async_to_sync(store.save_checkpoints)({message_id: "ab"}, {message_id: later})
+    async_to_sync(store.save_checkpoints)({message_id: "abc"}, {message_id: None})
+    message = Message.objects.get(pk=message_id)
+    assert (message.status, message.content) == ("streaming", "abc")
+    assert message.first_token_at == first

@@ -159,9 +159,14 @@ def test_collectstatic_hashes_the_page_scripts_module_imports(tmp_path):
             original = re.sub(r"\.[0-9a-f]{12}\.js$", ".js", target)
             assert target == hashed[f"chat/{original}"].removeprefix("chat/"), source
             pending.append(f"chat/{original}")
-    # main.js reaches every module of the page script (markdown.js is a classic script).
-    page_modules = {f"chat/{path.name}" for path in (ROOT / "static" / "chat").glob("*.js")}
-    assert seen == page_modules - {"chat/markdown.js"}
+    # main.js reaches every module of the chat page's script (markdown.js is a classic
+    # script; admin_*.js are the admin's).
+    page_modules = {
+        f"chat/{path.name}"
+        for path in (ROOT / "static" / "chat").glob("*.js")
+        if path.name != "markdown.js" and not path.name.startswith("admin")
+    }
+    assert seen == page_modules
 
 
 def test_https_settings_follow_the_environment():
@@ -196,6 +201,23 @@ def test_https_settings_follow_the_environment():
     assert https_settings(DJANGO_SECURE_PROXY_SSL_HEADER="")[-1] is None
     bad = run_django(code, **env, DJANGO_SECURE_PROXY_SSL_HEADER="https")
     assert "must look like 'X-Forwarded-Proto: https'" in bad.stderr
+
+
+def test_the_metrics_allow_list_is_read_from_the_environment_and_checked(monkeypatch):
+    """Addresses and networks, comma-separated; anything else stops the process at start."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from chatsite.env import chat_settings_from_env
+
+    monkeypatch.setenv("CHAT_METRICS_ALLOWED_IPS", "10.0.0.0/8, 192.168.1.7,::1")
+    assert chat_settings_from_env()["CHAT_METRICS_ALLOWED_IPS"] == [
+        "10.0.0.0/8",
+        " 192.168.1.7",
+        "::1",
+    ]
+    monkeypatch.setenv("CHAT_METRICS_ALLOWED_IPS", "10.0.0.0/8,prometheus.internal")
+    with pytest.raises(ImproperlyConfigured, match=r"prometheus\.internal"):
+        chat_settings_from_env()
 
 
 # --- models ---------------------------------------------------------------------------

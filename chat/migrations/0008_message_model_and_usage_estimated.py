@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0006_conversation_pin_archive_search'),
+        ('chat', '0007_message_timing_live_runs_usage'),
     ]
 
     operations = [
