@@ -41,7 +41,7 @@ def main() -> None:
     from django.urls import reverse
     from rest_framework_simplejwt.tokens import AccessToken
 
-    from chat.conf import chat_settings
+    from chat import catalog
     from chat.models import Conversation
     from chat.tokens import StreamToken
 
@@ -58,7 +58,9 @@ def main() -> None:
     ordered = [users[n] for n in names]
 
     conversations = [
-        Conversation(owner=ordered[i % len(ordered)], title="bench", model=chat_settings.MODEL)
+        Conversation(
+            owner=ordered[i % len(ordered)], title="bench", model=catalog.default_model().id
+        )
         for i in range(args.conversations)
     ]
     Conversation.objects.bulk_create(conversations, batch_size=1000)

@@ -36,8 +36,10 @@ _MESSAGE_READONLY = (
     "role",
     "status",
     "stop_reason",
+    "model",
     "input_tokens",
     "output_tokens",
+    "usage_estimated",
     "context_omitted_turns",
     "error_code",
     "error_message",
@@ -72,9 +74,10 @@ def _preview(text: str) -> str:
 def _tokens(message: Message) -> str:
     if message.input_tokens is None and message.output_tokens is None:
         return "-"
-    # An answer stopped or broken mid-stream has input tokens but no output count.
+    # "~": estimates (the answer ended before the model reported its usage).
+    mark = "~" if message.usage_estimated else ""
     return " / ".join(
-        "-" if n is None else str(n) for n in (message.input_tokens, message.output_tokens)
+        "-" if n is None else f"{mark}{n}" for n in (message.input_tokens, message.output_tokens)
     )
 
 
@@ -265,9 +268,8 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = (
         "status",
         "role",
-        # The answer's own model is being added (`Message.model`); until then, the model
-        # is the conversation's, which is what new answers use.
-        ("conversation__model", admin.AllValuesFieldListFilter),
+        # The model that produced each answer (`Message.model`).
+        ("model", admin.AllValuesFieldListFilter),
         "created_at",
         HasErrorFilter,
         OwnerFilter,
@@ -362,10 +364,10 @@ class MessageAdmin(admin.ModelAdmin):
             owner.get_username(),
         )
 
-    @admin.display(description="model", ordering="conversation__model")
+    @admin.display(description="model", ordering="model")
     def answer_model(self, obj: Message) -> str:
-        # The conversation's model for now: see `list_filter`.
-        return obj.conversation.model
+        # The model that produced the answer; none for user messages and old answers.
+        return obj.model or "-"
 
     @admin.display(description="tokens in / out")
     def tokens(self, obj: Message) -> str:

@@ -10,3 +10,5 @@ class ChatConfig(AppConfig):
         from .access import connect_signals
 
         connect_signals()
+        # `CHAT_MODELS` is checked by `manage.py check` and at every server's start.
+        from . import catalog  # noqa: F401

@@ -4,10 +4,10 @@ What counts: the input and output tokens the model reported for the user's answe
 created since the start of the current UTC day. Both, because both are paid for, and
 input is most of it in a long conversation (every answer is sent the history again).
 An answer counts once it ends, when its usage is stored with its final state: also when
-it is stopped or breaks, with the input tokens the model reported at the start of its
-stream (the output of such an answer is not reported, and not counted). An answer still
-streaming counts nothing yet: the run writes nothing per token, and usage is only known
-in full at the end.
+it is stopped, breaks or is ended by the sweeper, with estimates where the model did not
+report (chat/runs/run.py: the input it reported at the start of its stream, the output
+estimated from the text that streamed). An answer still streaming counts nothing yet: the
+run writes nothing per token, and usage is only known at the end.
 
 When: before each send and regenerate, with one aggregate query over the user's answers
 of the day. A send is let through while the total is below the budget, and the answer it

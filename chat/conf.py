@@ -12,14 +12,44 @@ from __future__ import annotations
 
 from django.conf import settings
 
+# The models an install offers (`CHAT_MODELS`, see chat/catalog.py): each with the id the
+# provider is sent, a label for people, its context window and its longest answer, in
+# tokens. The site's settings offer Claude's with an API key and the demo model without.
+DEMO_MODELS: list[dict] = [
+    {"id": "demo", "label": "demo model", "context_tokens": 200_000, "max_output_tokens": 4096},
+]
+CLAUDE_MODELS: list[dict] = [
+    {
+        "id": "claude-sonnet-4-5",
+        "label": "Claude Sonnet 4.5",
+        "context_tokens": 200_000,
+        "max_output_tokens": 64_000,
+    },
+    {
+        "id": "claude-haiku-4-5",
+        "label": "Claude Haiku 4.5",
+        "context_tokens": 200_000,
+        "max_output_tokens": 64_000,
+    },
+    {
+        "id": "claude-opus-4-5",
+        "label": "Claude Opus 4.5",
+        "context_tokens": 200_000,
+        "max_output_tokens": 64_000,
+    },
+]
+
 DEFAULTS: dict[str, object] = {
-    # The model new conversations use.
-    "MODEL": "claude-sonnet-4-5",
+    # The models conversations may use (see above), and the one new conversations use:
+    # `MODEL` if it names one of them, else the first.
+    "MODELS": DEMO_MODELS,
+    "MODEL": None,
+    # Caps on every model's figures: an answer's `max_tokens` is the smaller of this and
+    # the model's `max_output_tokens`, and the history sent with it is cut to fit the
+    # smaller of `CONTEXT_TOKENS` and the model's `context_tokens` (chat/context.py).
     "MAX_TOKENS": 4096,
-    "MAX_MESSAGE_CHARS": 32_000,
-    # The model's context window in tokens: the history sent with each answer is cut to
-    # fit it (see chat/context.py). One number for every model until models get a list.
     "CONTEXT_TOKENS": 200_000,
+    "MAX_MESSAGE_CHARS": 32_000,
     # Tokens (input + output) each user may use per UTC day; None or 0: no limit.
     # Checked before each send and regenerate (see chat/budget.py).
     "DAILY_TOKEN_BUDGET": None,

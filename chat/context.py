@@ -2,8 +2,8 @@
 
 The policy (docs/context-and-budget.md says it for users and operators):
 
-* The window is `context_tokens(model)`. The answer's `max_tokens` and the system prompt
-  are set aside first; what is left is the budget for the messages.
+* The window is `context_tokens(model)`. The answer's `max_tokens` (`max_output_tokens`)
+  and the system prompt are set aside first; what is left is the budget for the messages.
 * The history is a list of exchanges: a user message and the answer it got. Whole
   exchanges are dropped, oldest first, until the rest fits. The exchange being answered
   is always sent, and so is the system prompt. If that exchange alone does not fit, the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import catalog
 from .conf import chat_settings
 from .errors import ContextTooLong
 from .providers import ChatTurn
@@ -31,12 +32,15 @@ PER_REQUEST_TOKENS = 16
 
 
 def context_tokens(model: str) -> int:
-    """The context window of `model`, in tokens.
+    """The context window of `model` (an offered id), in tokens: its `context_tokens` in
+    `CHAT_MODELS`, capped by `CHAT_CONTEXT_TOKENS` (a site may send less than a model
+    takes: every answer is sent the history again, and paid for)."""
+    return min(catalog.model_for_run(model).context_tokens, chat_settings.CONTEXT_TOKENS)
 
-    Every model gets `CHAT_CONTEXT_TOKENS` for now; this is the one place to ask, so a
-    per-model list can replace it.
-    """
-    return chat_settings.CONTEXT_TOKENS
+
+def max_output_tokens(model: str) -> int:
+    """An answer's `max_tokens`: the model's `max_output_tokens`, capped by `CHAT_MAX_TOKENS`."""
+    return min(catalog.model_for_run(model).max_output_tokens, chat_settings.MAX_TOKENS)
 
 
 def estimate_tokens(text: str) -> int:
@@ -63,6 +67,9 @@ def estimate_tokens(text: str) -> int:
 class ContextWindow:
     messages: list[ChatTurn]  # what the model is sent, oldest first
     omitted_turns: int  # earlier exchanges left out, to fit
+    # The estimated input tokens of the request: the usage stored for an answer whose
+    # provider never said (chat/runs/run.py).
+    input_tokens: int = 0
 
 
 def fit_history(
@@ -73,7 +80,8 @@ def fit_history(
     Raises `ContextTooLong` when the newest exchange (the one being answered) does not
     fit on its own.
     """
-    budget = context_tokens(model) - max_tokens - estimate_tokens(system) - PER_REQUEST_TOKENS
+    framing = estimate_tokens(system) + PER_REQUEST_TOKENS
+    budget = context_tokens(model) - max_tokens - framing
     exchanges = _exchanges(history)
     kept: list[list[ChatTurn]] = []
     used = 0
@@ -88,6 +96,7 @@ def fit_history(
     return ContextWindow(
         messages=[turn for exchange in reversed(kept) for turn in exchange],
         omitted_turns=len(exchanges) - len(kept),
+        input_tokens=framing + used,
     )
 
 

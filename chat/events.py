@@ -77,6 +77,7 @@ def message_start_data(
     status: str,
     created_at: str,
     context_omitted_turns: int = 0,
+    model: str = "",
 ) -> dict:
     return {
         "message": {
@@ -85,6 +86,7 @@ def message_start_data(
             "status": status,
             "created_at": created_at,
             "context_omitted_turns": context_omitted_turns,
+            "model": model,
         }
     }
 
@@ -96,12 +98,17 @@ def message_end_data(
     stop_reason: str,
     input_tokens: int | None,
     output_tokens: int | None,
+    usage_estimated: bool = False,
 ) -> dict:
     return {
         "message_id": message_id,
         "status": status,
         "stop_reason": stop_reason or None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "estimated": usage_estimated,
+        },
     }
 
 

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector
 from django.db import models
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 
@@ -20,6 +21,20 @@ class ConversationQuerySet(models.QuerySet):
         if not getattr(user, "is_authenticated", False):
             return self.none()
         return self.filter(owner_id=user.pk)
+
+    def with_usage(self) -> ConversationQuerySet:
+        """Annotate `input_tokens` and `output_tokens`: the totals of each conversation's
+        answers, one aggregate subquery each (by the (conversation, created_at) index), so a
+        page of conversations costs no query per conversation or per message."""
+        answers = (
+            Message.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
+        )
+        return self.annotate(
+            **{
+                field: Coalesce(Subquery(answers.annotate(total=Sum(field)).values("total")), 0)
+                for field in ("input_tokens", "output_tokens")
+            }
+        )
 
 
 class Conversation(models.Model):
@@ -92,8 +107,14 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     stop_reason = models.CharField(max_length=32, blank=True)
+    # The model that produced an answer (an id of `CHAT_MODELS` when it ran), set when it
+    # is created; "" for user messages and answers from before models were recorded.
+    model = models.CharField(max_length=100, blank=True)
+    # Usage, stored when an answer ends. An answer that ended before the model said (a
+    # stop, a broken stream, a dead process) has estimates, and `usage_estimated` set.
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_estimated = models.BooleanField(default=False)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)

@@ -254,6 +254,7 @@ def _snapshot_from_db(message: Message) -> Snapshot:
         status=message.status,
         created_at=message.created_at.isoformat(),
         context_omitted_turns=message.context_omitted_turns,
+        model=message.model,
     )
     if message.is_active:
         return Snapshot(start=start, text=message.content)
@@ -263,6 +264,7 @@ def _snapshot_from_db(message: Message) -> Snapshot:
         stop_reason=message.stop_reason,
         input_tokens=message.input_tokens,
         output_tokens=message.output_tokens,
+        usage_estimated=message.usage_estimated,
     )
     error = None
     if message.error_code:

@@ -17,25 +17,30 @@ from .providers import ChatTurn
 from .search import search
 
 
-def conversation_list(*, user, archived: bool = False) -> QuerySet[Conversation]:
+def conversation_list(
+    *, user, archived: bool = False, with_usage: bool = False
+) -> QuerySet[Conversation]:
     """The user's conversations as the sidebar lists them: pinned first, then the most
-    recently updated. Archived ones are left out, or with `archived`, listed alone."""
-    return (
-        Conversation.objects.visible_to(user)
-        .filter(archived=archived)
-        .order_by("-pinned", "-updated_at", "-pk")
-    )
+    recently updated. Archived ones are left out, or with `archived`, listed alone.
+    `with_usage`: with their token totals."""
+    conversations = Conversation.objects.visible_to(user).filter(archived=archived)
+    if with_usage:
+        conversations = conversations.with_usage()
+    return conversations.order_by("-pinned", "-updated_at", "-pk")
 
 
 def conversation_search(
-    *, user, query: str, archived: bool | None = None
+    *, user, query: str, archived: bool | None = None, with_usage: bool = False
 ) -> QuerySet[Conversation]:
     """The user's conversations whose title or any message matches `query`, best match
     first, each once, with `rank` and `snippet` (chat/search.py). Archived conversations
-    are searched too, unless `archived` says which to search."""
+    are searched too, unless `archived` says which to search. `with_usage`: with their
+    token totals."""
     conversations = Conversation.objects.visible_to(user)
     if archived is not None:
         conversations = conversations.filter(archived=archived)
+    if with_usage:
+        conversations = conversations.with_usage()
     return search(conversations, query)
 
 
@@ -55,11 +60,17 @@ def conversation_list_for_sidebar(
     return conversation_list(user=user).filter(shown)
 
 
-def conversation_get_for_user(*, user, conversation_id: uuid.UUID | str) -> Conversation:
-    """The user's own conversation; anyone else's is indistinguishable from a missing one."""
+def conversation_get_for_user(
+    *, user, conversation_id: uuid.UUID | str, with_usage: bool = False
+) -> Conversation:
+    """The user's own conversation; anyone else's is indistinguishable from a missing one.
+    `with_usage`: with its token totals, in the same query."""
+    conversations = Conversation.objects.visible_to(user)
+    if with_usage:
+        conversations = conversations.with_usage()
     # `get` on the primary key, not `first()`: no ORDER BY to compile (every send asks this).
     try:
-        return Conversation.objects.visible_to(user).get(pk=conversation_id)
+        return conversations.get(pk=conversation_id)
     except Conversation.DoesNotExist:
         raise NotFound("Conversation not found.") from None
 

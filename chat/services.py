@@ -14,7 +14,7 @@ from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import budget, runs, selectors
+from . import budget, catalog, runs, selectors
 from .conf import chat_settings
 from .errors import (
     ContentTooLong,
@@ -47,11 +47,12 @@ def conversation_create(
     pinned: bool = False,
     archived: bool = False,
 ) -> Conversation:
+    """A new conversation; `model` must be offered (the API checks), the default if blank."""
     return Conversation.objects.create(
         owner=owner,
         title=title.strip(),
         system_prompt=system_prompt,
-        model=model or chat_settings.MODEL,
+        model=model or catalog.default_model().id,
         pinned=pinned and not archived,  # as in `conversation_update`: archiving wins
         archived=archived,
     )
@@ -197,6 +198,7 @@ def _create_answer(user_message: Message, *, created_at) -> Message:
     # the answer is stored with what that left out (or not at all, if nothing fits).
     job = runs.build_job(answer)
     answer.context_omitted_turns = job.context_omitted_turns
+    answer.model = job.request.model
     answer.save(force_insert=True)
     transaction.on_commit(lambda: runs.manager.start(job))
     return answer

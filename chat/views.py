@@ -21,6 +21,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 from rest_framework.utils.urls import replace_query_param
 
+from chat import catalog
 from chat.api.pagination import ConversationPagination, MessageCursorPagination
 from chat.branches import default_branch
 from chat.conf import chat_settings
@@ -32,7 +33,6 @@ from chat.services import messages_html_fill
 # The page script swaps this id for a real one to build per-object URLs.
 URL_PLACEHOLDER_ID = uuid.UUID(int=0)
 SIDEBAR_LABEL_CHARS = 80
-MODEL_CHOICES_LIMIT = 20
 SIDEBAR_COOKIE = "chatsite_sidebar"  # set by the page script when the sidebar is collapsed
 
 
@@ -133,6 +133,7 @@ def _thread(messages: list[Message]) -> list[Message]:
     """
     places = default_branch(messages)
     for message in messages:
+        message.model_label = catalog.label_for(message.model)
         message.body_html = ""
         place = places[message.pk]
         message.attempt, message.attempts = place.number, place.siblings
@@ -154,15 +155,20 @@ def _thread(messages: list[Message]) -> list[Message]:
     return messages
 
 
-def _model_choices(request: HttpRequest, current: Conversation) -> list[str]:
-    """Suggestions for the model field: the default and the models this user has used."""
-    used = (
-        Conversation.objects.visible_to(request.user)
-        .order_by()
-        .values_list("model", flat=True)
-        .distinct()[:MODEL_CHOICES_LIMIT]
-    )
-    return sorted({chat_settings.MODEL, current.model, *used} - {""})
+def _model_choices(current: Conversation | None) -> dict:
+    """The settings dialog's model select: the offered models, and the one selected (a
+    conversation whose model is no longer offered shows the one that answers it now)."""
+    selected = catalog.model_for_run(current.model) if current else catalog.default_model()
+    return {"models": catalog.offered_models(), "selected_model": selected.id}
+
+
+def usage_summary(*, input_tokens: int, output_tokens: int) -> dict[str, str]:
+    """The header's token total ("1,234") and its tooltip, splitting input and output
+    (the page script writes the same after each answer)."""
+    return {
+        "total": f"{input_tokens + output_tokens:,}",
+        "title": f"{input_tokens:,} in · {output_tokens:,} out",
+    }
 
 
 @require_safe
@@ -181,6 +187,7 @@ def home(request: HttpRequest) -> HttpResponse:
             "chat_messages": [],
             "urls": _page_urls(None),
             "placeholder_id": URL_PLACEHOLDER_ID,
+            **_model_choices(None),
         },
     )
 
@@ -191,7 +198,7 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
     """One conversation's latest turns (the page script loads older ones as the reader
     scrolls up); someone else's (or a missing) conversation is a 404."""
     current = get_object_or_404(
-        _labelled(Conversation.objects.visible_to(request.user)), pk=conversation_id
+        _labelled(Conversation.objects.visible_to(request.user).with_usage()), pk=conversation_id
     )
     latest = message_list_latest(conversation=current, size=chat_settings.MESSAGE_PAGE_SIZE)
     messages_html_fill(messages=latest.messages)
@@ -209,6 +216,9 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
             "busy": any(message.is_active for message in chat_messages),
             "urls": _page_urls(current, latest),
             "placeholder_id": URL_PLACEHOLDER_ID,
-            "model_choices": _model_choices(request, current),
+            **_model_choices(current),
+            "usage": usage_summary(
+                input_tokens=current.input_tokens, output_tokens=current.output_tokens
+            ),
         },
     )

@@ -61,6 +61,8 @@ def anthropic_api_key() -> str | None:
 # chatsite's own settings (defaults in chat/conf.py) that the environment may set,
 # each under its own name, with its type.
 _CHAT_SETTINGS = {
+    # JSON: a list of {"id", "label", "context_tokens", "max_output_tokens"}.
+    "CHAT_MODELS": dict,
     "CHAT_MODEL": str,
     "CHAT_MAX_TOKENS": int,
     "CHAT_MAX_MESSAGE_CHARS": int,
@@ -95,7 +97,14 @@ _CHAT_SETTINGS = {
 
 def chat_settings_from_env() -> dict[str, object]:
     """The `CHAT_*` settings the environment sets (the rest keep chat/conf.py's defaults)."""
-    readers = {str: env.str, int: env.int, float: env.float, bool: env.bool, list: env.list}
+    readers = {
+        str: env.str,
+        int: env.int,
+        float: env.float,
+        bool: env.bool,
+        list: env.list,
+        dict: env.json,
+    }
     values = {
         name: readers[kind](name) for name, kind in _CHAT_SETTINGS.items() if name in env.ENVIRON
     }

@@ -93,6 +93,19 @@ def api_client(user) -> APIClient:
     return client
 
 
+TWO_MODELS = [
+    {"id": "model-a", "label": "Model A", "context_tokens": 100_000, "max_output_tokens": 2000},
+    {"id": "model-b", "label": "Model B", "context_tokens": 50_000, "max_output_tokens": 1000},
+]
+
+
+@pytest.fixture
+def two_models(settings) -> list[dict]:
+    """An install that offers two models (`CHAT_MODELS`), the first the default."""
+    settings.CHAT_MODELS = TWO_MODELS
+    return TWO_MODELS
+
+
 @pytest.fixture
 def conversation(user):
     from chat.services import conversation_create

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", root.ApiRootApi.as_view(), name=root.ROOT),
     path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("models/", views.ModelListApi.as_view(), name="model-list"),
     path("conversations/", views.ConversationListCreateApi.as_view(), name="conversation-list"),
     path(
         "conversations/<uuid:conversation_id>/",

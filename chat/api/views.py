@@ -24,7 +24,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import export, selectors, services
+from chat import catalog, export, selectors, services
 from chat.api.pagination import ConversationPagination, MessageCursorPagination, MessageOrdering
 from chat.api.schema import ErrorSerializer, error_responses
 from chat.api.throttling import SendRateThrottle
@@ -43,6 +43,11 @@ from chat.models import Conversation, Message
 from chat.search import SEARCH_MAX_CHARS
 from chat.text import is_blank
 
+_USAGE_HELP = (
+    " An answer that ended before the model reported its usage (stopped, broken, or ended "
+    "by the sweeper after its server died) counts estimates."
+)
+
 
 class ConversationOutputSerializer(serializers.ModelSerializer):
     # Links a client (and the browsable API, which makes them clickable) can follow.
@@ -51,6 +56,14 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
     )
     messages_url = serializers.HyperlinkedIdentityField(
         view_name="message-list", lookup_url_kwarg="conversation_id"
+    )
+    # Totals over the conversation's answers, every attempt included (each was paid for):
+    # one aggregate with the conversation's row (`Conversation.objects.with_usage()`).
+    input_tokens = serializers.IntegerField(
+        read_only=True, help_text="Input tokens of all its answers." + _USAGE_HELP
+    )
+    output_tokens = serializers.IntegerField(
+        read_only=True, help_text="Output tokens of all its answers." + _USAGE_HELP
     )
 
     snippet = serializers.CharField(
@@ -73,10 +86,18 @@ class ConversationOutputSerializer(serializers.ModelSerializer):
             "model",
             "created_at",
             "updated_at",
+            "input_tokens",
+            "output_tokens",
             "pinned",
             "archived",
             "snippet",
         )
+        extra_kwargs = {
+            "model": {
+                "help_text": "The model its next answer uses: one of `GET /api/v1/models/` (a "
+                "model stored before it stopped being offered is answered by the default one)."
+            }
+        }
 
     def to_representation(self, conversation: Conversation) -> dict:
         data = super().to_representation(conversation)
@@ -93,8 +114,25 @@ class MessageOutputSerializer(serializers.Serializer):
     content = serializers.CharField(read_only=True)
     status = serializers.ChoiceField(choices=Message.Status.choices, read_only=True)
     stop_reason = serializers.CharField(read_only=True)
-    input_tokens = serializers.IntegerField(read_only=True, allow_null=True)
-    output_tokens = serializers.IntegerField(read_only=True, allow_null=True)
+    model = serializers.CharField(
+        read_only=True,
+        help_text="The model that produced this answer (its id when it ran); empty for user "
+        "messages and for answers from before models were recorded.",
+    )
+    input_tokens = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="Null for user messages and unfinished answers." + _USAGE_HELP,
+    )
+    output_tokens = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="Null for user messages and unfinished answers." + _USAGE_HELP,
+    )
+    usage_estimated = serializers.BooleanField(
+        read_only=True,
+        help_text="Whether `input_tokens`/`output_tokens` are estimates, not the model's report.",
+    )
     error_code = serializers.CharField(read_only=True)
     error_message = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
@@ -124,7 +162,7 @@ class MessageOutputSerializer(serializers.Serializer):
 
     def to_representation(self, message: Message) -> dict:
         # What DRF's generic `to_representation` makes of the fields above (a test
-        # holds the two equal), without deep-copying thirteen fields per message:
+        # holds the two equal), without deep-copying fifteen fields per message:
         # every send returns two messages, and that copy was most of its rendering.
         # The link is one `reverse()` per serializer, not per message: a page of a
         # hundred messages shares the child serializer.
@@ -135,8 +173,10 @@ class MessageOutputSerializer(serializers.Serializer):
             "content": message.content,
             "status": message.status,
             "stop_reason": message.stop_reason,
+            "model": message.model,
             "input_tokens": message.input_tokens,
             "output_tokens": message.output_tokens,
+            "usage_estimated": message.usage_estimated,
             "error_code": message.error_code,
             "error_message": message.error_message,
             "created_at": _datetime(message.created_at),
@@ -202,6 +242,31 @@ class MessageContentField(StrictCharField):
         super().__init__(**kwargs)
 
 
+class OfferedModelField(serializers.ChoiceField):
+    """The id of a model this install offers (`CHAT_MODELS`, `GET /api/v1/models/`).
+
+    The choices are read from the settings each time a serializer is built, never at
+    import; the schema declares them as an enum, and anything else is a 400 that lists them.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(choices=[], **kwargs)
+
+    def bind(self, field_name, parent) -> None:
+        super().bind(field_name, parent)
+        models = catalog.offered_models()
+        self.choices = [(model.id, model.label) for model in models]
+        ids = [model.id for model in models]
+        self.error_messages["invalid_choice"] = (
+            f'"{{input}}" is not a model this site offers: choose one of {", ".join(ids)}.'
+        )
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):  # DRF's ChoiceField would take 1 for "1"
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
 class StrictBooleanField(serializers.BooleanField):
     """`true` or `false` in JSON, not the `"yes"`, `1` or `"on"` DRF's BooleanField also
     takes (the schema says boolean); an HTML form (the browsable API) still posts text."""
@@ -233,7 +298,9 @@ class ConversationInputSerializer(serializers.Serializer):
         trim_whitespace=False,
         style={"base_template": "textarea.html"},
     )
-    model = StrictCharField(max_length=100, required=False)
+    model = OfferedModelField(
+        required=False, help_text="One of `GET /api/v1/models/`; the default when left out."
+    )
     pinned = StrictBooleanField(
         required=False, help_text="Pinned conversations are listed first. Pinning unarchives."
     )
@@ -293,8 +360,12 @@ class ConversationListCreateApi(generics.ListAPIView):
         query = params.validated_data.get("search", "")
         archived = params.validated_data.get("archived")
         if is_blank(query):
-            return selectors.conversation_list(user=self.request.user, archived=bool(archived))
-        return selectors.conversation_search(user=self.request.user, query=query, archived=archived)
+            return selectors.conversation_list(
+                user=self.request.user, archived=bool(archived), with_usage=True
+            )
+        return selectors.conversation_search(
+            user=self.request.user, query=query, archived=archived, with_usage=True
+        )
 
     def get_serializer_class(self):
         # What the browsable API builds its form from; the schema is declared below.
@@ -309,6 +380,9 @@ class ConversationListCreateApi(generics.ListAPIView):
         data = ConversationInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         conversation = services.conversation_create(owner=request.user, **data.validated_data)
+        conversation = selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation.pk, with_usage=True
+        )
         return Response(
             ConversationOutputSerializer(conversation, context={"request": request}).data,
             status=201,
@@ -319,7 +393,7 @@ class ConversationDetailApi(APIView):
     @extend_schema(responses=ConversationOutputSerializer)
     def get(self, request, conversation_id):
         conversation = selectors.conversation_get_for_user(
-            user=request.user, conversation_id=conversation_id
+            user=request.user, conversation_id=conversation_id, with_usage=True
         )
         return Response(
             ConversationOutputSerializer(conversation, context={"request": request}).data
@@ -328,7 +402,7 @@ class ConversationDetailApi(APIView):
     @extend_schema(request=ConversationInputSerializer, responses=ConversationOutputSerializer)
     def patch(self, request, conversation_id):
         conversation = selectors.conversation_get_for_user(
-            user=request.user, conversation_id=conversation_id
+            user=request.user, conversation_id=conversation_id, with_usage=True
         )
         data = ConversationInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -592,3 +666,27 @@ class ConversationExportApi(APIView):
                 "Cache-Control": "private, no-store",
             },
         )
+
+
+@extend_schema_serializer(component_name="ChatModel")
+class ChatModelSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="What a conversation's `model` is set to.")
+    label = serializers.CharField(help_text="Its name for people.")
+    context_tokens = serializers.IntegerField(
+        help_text="Its context window: the history sent with an answer is cut to fit it."
+    )
+    max_output_tokens = serializers.IntegerField(help_text="Its longest answer, in tokens.")
+
+
+class ModelListApi(APIView):
+    """The models conversations may use (`CHAT_MODELS`), in the site's order."""
+
+    @extend_schema_serializer(component_name="ChatModelList")
+    class OutputSerializer(serializers.Serializer):
+        default = serializers.CharField(help_text="The id new conversations use.")
+        results = ChatModelSerializer(many=True)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request):
+        data = {"default": catalog.default_model().id, "results": catalog.offered_models()}
+        return Response(self.OutputSerializer(data).data)

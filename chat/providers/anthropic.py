@@ -155,6 +155,8 @@ class AnthropicProvider:
                     elif kind == "message_delta":
                         stop_reason = event["delta"].get("stop_reason") or stop_reason
                         output_tokens = (event.get("usage") or {}).get("output_tokens")
+                        # Kept by the run if the stream ends before `message_stop`.
+                        yield Usage(input_tokens, output_tokens)
                     elif kind == "message_stop":
                         attempt.stopped = True
                         break

@@ -34,11 +34,12 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """The input tokens the model reported before its answer ended (Claude's stream says
-    so at its start): an answer that is stopped or breaks has no `StreamEnd`, and still
-    counts what it used (see chat/budget.py)."""
+    """What the model reported before its answer ended: the input tokens (Claude's stream
+    says so at its start) and, if it said, the output so far. An answer that is stopped or
+    breaks has no `StreamEnd`, and still counts what it used (see chat/runs/run.py)."""
 
     input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

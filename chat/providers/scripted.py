@@ -20,8 +20,11 @@ class ScriptedProvider:
         fail_with: BaseException | None = None,
         delay: float = 0.0,
         stop_reason: str = "end_turn",
+        input_tokens: int | None = 7,
     ) -> None:
         self.deltas = deltas
+        # `None`: a model that never reports its input before the end (no `Usage`).
+        self.input_tokens = input_tokens
         self.fail_with = fail_with
         self.delay = delay
         self.stop_reason = stop_reason
@@ -31,7 +34,8 @@ class ScriptedProvider:
         self, request: ProviderRequest
     ) -> AsyncIterator[TextDelta | Usage | StreamEnd]:
         self.requests.append(request)
-        yield Usage(input_tokens=7)
+        if self.input_tokens is not None:
+            yield Usage(input_tokens=self.input_tokens)
         for text in self.deltas:
             if self.delay:
                 await asyncio.sleep(self.delay)

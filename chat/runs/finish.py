@@ -29,6 +29,7 @@ async def finish_message(
     stop_reason: str = "",
     input_tokens: int | None = None,
     output_tokens: int | None = None,
+    usage_estimated: bool = False,
     error: dict | None = None,
     first_token_at: datetime | None = None,
     orphan: bool = False,
@@ -50,6 +51,7 @@ async def finish_message(
             stop_reason=stop_reason,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
+            usage_estimated=usage_estimated,
             error=error,
             first_token_at=first_token_at,
             orphan=orphan,
@@ -68,6 +70,7 @@ async def finish_message(
         stop_reason=stop_reason,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        usage_estimated=usage_estimated,
     )
     await outbox.emit_and_flush(
         conversation_group(conversation_id), MessageEnded(message_id, len(text), end, error)

@@ -20,6 +20,7 @@ from enum import StrEnum
 from django.utils import timezone
 
 from .. import metrics
+from ..context import estimate_tokens
 from ..events import MessageStarted, RunError, TextAppended, conversation_group, run_error_data
 from ..models import Message
 from ..outbox import Outbox
@@ -126,21 +127,44 @@ class Run:
     async def _finish(
         self, status: str, end: StreamEnd, error: dict | None, *, save: bool = True
     ) -> None:
-        # An answer stopped or broken before its end has no `StreamEnd` usage, but it
-        # still used its input: what the model reported at the start counts.
-        input_tokens = end.input_tokens
-        if input_tokens is None:
-            input_tokens = self.usage.input_tokens
+        text = self.text()
+        input_tokens, output_tokens, estimated = self._usage(end, text)
         await finish_message(
             outbox=self.outbox,
             conversation_id=self.job.conversation_id,
             message_id=self.id,
-            text=self.text(),
+            text=text,
             status=status,
             stop_reason=end.stop_reason,
             input_tokens=input_tokens,
-            output_tokens=end.output_tokens,
+            output_tokens=output_tokens,
+            usage_estimated=estimated,
             error=error,
             first_token_at=self.first_token_at,
             save=save,
         )
+
+    def _usage(self, end: StreamEnd, text: str) -> tuple[int, int, bool]:
+        """(input tokens, output tokens, whether either is an estimate) of an answer.
+
+        A complete answer has the model's figures (`StreamEnd`). One stopped or broken
+        before its end still used tokens and counts them (the daily budget, the
+        conversation's totals): what the model reported before it ended (the input at
+        the start of its stream, the output if a `message_delta` came), else estimates —
+        the output from the text that streamed, the input from the job's. An answer
+        that never reached the model (no report, no text) used nothing.
+        """
+        reported_input = end.input_tokens
+        if reported_input is None:
+            reported_input = self.usage.input_tokens
+        reported_output = end.output_tokens
+        if reported_output is None:
+            reported_output = self.usage.output_tokens
+        reached_model = reported_input is not None or bool(text)
+        input_tokens, output_tokens = reported_input, reported_output
+        if input_tokens is None:
+            input_tokens = self.job.input_tokens_estimate if reached_model else 0
+        if output_tokens is None:
+            output_tokens = estimate_tokens(text)
+        estimated = (reported_input, reported_output) != (input_tokens, output_tokens)
+        return input_tokens, output_tokens, estimated

@@ -99,6 +99,7 @@ def save_final(
     stop_reason: str,
     input_tokens: int | None,
     output_tokens: int | None,
+    usage_estimated: bool = False,
     error: dict | None,
     orphan: bool,
     first_token_at: datetime | None = None,
@@ -117,9 +118,10 @@ def save_final(
         "error_message": error["message"] if error else "",
         "completed_at": now,
         "run_lease_expires_at": None,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "usage_estimated": usage_estimated,
     }
-    if not orphan:  # a sweeper knows no usage: it keeps what is stored
-        fields.update(input_tokens=input_tokens, output_tokens=output_tokens)
     if first_token_at is not None:  # an answer shorter than one checkpoint interval
         fields["first_token_at"] = first_token_at
 
@@ -156,4 +158,4 @@ def expired_runs(exclude: list[str], limit: int = 100) -> list[Message]:
         Q(run_lease_expires_at__lt=now) | Q(run_lease_expires_at__isnull=True),
         status__in=Message.ACTIVE_STATUSES,
     ).exclude(pk__in=exclude)
-    return list(expired[:limit])
+    return list(expired.select_related("conversation")[:limit])

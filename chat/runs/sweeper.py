@@ -2,21 +2,26 @@
 
 An active answer whose lease has lapsed belongs to a dead process. The sweeper
 ends it `interrupted` (or `cancelled` if a stop was asked), keeps the longest
-text it can find — the replay buffer's, else the last checkpoint — and tells
-viewers. Each orphan is handled on its own: one that cannot be saved is logged
-and ended with the text the database already holds, and never holds up the rest.
+text it can find — the replay buffer's, else the last checkpoint — with its usage
+estimated (the model's report died with the run), and tells viewers. Each orphan
+is handled on its own: one that cannot be saved is logged and ended with the text
+the database already holds, and never holds up the rest.
 """
 
 from __future__ import annotations
 
 import logging
 
+from channels.db import database_sync_to_async
+
+from ..context import estimate_tokens
 from ..errors import BackendUnavailable
 from ..events import RunError, run_error_data
 from ..models import Message
 from ..outbox import Outbox
 from . import store
 from .finish import finish_message
+from .job import estimate_input_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +62,24 @@ async def end_orphan(message: Message, *, outbox: Outbox, use_buffer: bool = Tru
     else:
         status = Message.Status.INTERRUPTED
         error = run_error_data(message_id=message_id, code=RunError.RUN_LOST)
+    # The run's reports died with it: the input as the send would have sent it (one
+    # query), the output from the text that streamed.
+    input_tokens = message.input_tokens
+    if input_tokens is None:
+        try:
+            input_tokens = await database_sync_to_async(estimate_input_tokens)(message)
+        except Exception:  # a usage figure must not keep an orphan from ending
+            logger.exception("could not estimate the input of orphaned answer %s", message_id)
+            input_tokens = 0
     return await finish_message(
         outbox=outbox,
         conversation_id=str(message.conversation_id),
         message_id=message_id,
         text=text,
         status=status,
-        input_tokens=message.input_tokens,
-        output_tokens=message.output_tokens,
+        input_tokens=input_tokens,
+        output_tokens=estimate_tokens(text),
+        usage_estimated=True,
         error=error,
         orphan=True,
     )

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from csp.constants import NONCE, NONE, SELF
 
+from chat.conf import CLAUDE_MODELS, DEMO_MODELS
 from chatsite.env import (
     BASE_DIR,
     anthropic_api_key,
@@ -208,6 +209,8 @@ else:
 globals().update(chat_settings_from_env())
 ANTHROPIC_API_KEY = anthropic_api_key()
 if ANTHROPIC_API_KEY:
+    # Claude's current models, unless the environment lists its own (`CHAT_MODELS`, JSON).
+    CHAT_MODELS = globals().get("CHAT_MODELS", CLAUDE_MODELS)
     CHAT_PROVIDER = {
         "BACKEND": "chat.providers.anthropic.AnthropicProvider",
         "OPTIONS": {
@@ -222,6 +225,8 @@ if ANTHROPIC_API_KEY:
         },
     }
 else:
+    # Without a key there is one model to offer, whatever the environment lists.
+    CHAT_MODELS = DEMO_MODELS
     CHAT_PROVIDER = {
         "BACKEND": "chat.providers.demo.DemoProvider",
         "OPTIONS": {"tokens_per_second": env.float("CHAT_DEMO_TOKENS_PER_SECOND", default=30.0)},

@@ -107,7 +107,9 @@ export function autosize() {
 // is left behind. After a network failure the send may have arrived: that conversation is
 // kept and reused by the next try (the sidebar lists it only once it has a message).
 async function startConversation(content) {
-  state.createdConversation ||= await api(cfg.conversationsUrl, { method: "POST", body: {} });
+  // The home composer's model select picks the new conversation's model.
+  const body = el.composerModel ? { model: el.composerModel.value } : {};
+  state.createdConversation ||= await api(cfg.conversationsUrl, { method: "POST", body });
   const id = state.createdConversation.id;
   try {
     await api(messagesUrlFor(id), { method: "POST", body: { content } });

@@ -56,7 +56,12 @@ export function dialogError(dialog, message) {
 
 export function openSettings() {
   const form = el.settings.querySelector("form");
-  form.elements.model.value = cfg.model;
+  const select = form.elements.model;
+  select.value = cfg.model;
+  if (select.value !== cfg.model) {
+    // Not offered any more: the model that answers the conversation now (the server's pick).
+    for (const option of select.options) option.selected = option.defaultSelected;
+  }
   form.elements.system_prompt.value = form.elements.system_prompt.defaultValue;
   dialogError(el.settings, "");
   el.settings.showModal();

@@ -222,7 +222,6 @@ function start() {
   // Server-rendered history: highlight its code blocks and give them copy buttons.
   for (const bubble of allBubbles()) {
     if (!isAssistant(bubble)) continue;
-    bubble.dataset.model = cfg.model || "";
     if (bubble.dataset.status === "streaming") renderNow(bubble);
     else markdown.decorateCodeBlocks(bodyOf(bubble));
   }

@@ -27,6 +27,7 @@ import {
   hooks,
   markdown,
   MAX_SYNC_PAGES,
+  modelLabel,
   NEAR_BOTTOM_PX,
   NEAR_TOP_PX,
   OLDER_RETRY_MS,
@@ -157,18 +158,60 @@ export function setStatus(bubble, status, errorMessage) {
   if (was !== status && isAssistant(bubble)) scheduleRender(bubble); // cursor on/off
 }
 
+function span(className, testId, text) {
+  const node = document.createElement("span");
+  node.className = className;
+  node.dataset.testid = testId;
+  node.textContent = text;
+  return node;
+}
+
+// An answer's meta line, as templates/chat/_message.html renders it: the label of the model
+// that produced it, then (once it ended) its usage, "~" marking estimates (an answer that
+// ended before the model reported its usage).
 export function setMeta(bubble) {
   const meta = bubble.querySelector('[data-testid="message-meta"]');
-  if (!isAssistant(bubble) || ACTIVE.has(bubble.dataset.status)) {
-    meta.textContent = "";
-    return;
+  meta.replaceChildren();
+  meta.removeAttribute("title");
+  if (!isAssistant(bubble)) return;
+  const label = modelLabel(bubble.dataset.model);
+  meta.append(span("message__model", "message-model", label));
+  const { inputTokens, outputTokens, usageEstimated } = bubble.dataset;
+  if (ACTIVE.has(bubble.dataset.status) || !inputTokens) return;
+  const mark = usageEstimated === "true" ? "~" : "";
+  let usage = `${label ? " · " : ""}${mark}${inputTokens} in`;
+  if (outputTokens) usage += ` · ${mark}${outputTokens} out`;
+  meta.append(span("message__usage", "message-usage", usage));
+  if (mark) {
+    meta.title = "Token counts are estimates: the answer ended before the model reported its usage.";
   }
-  const parts = [bubble.dataset.model || cfg.model].filter(Boolean);
-  const { inputTokens, outputTokens } = bubble.dataset;
-  // A stopped or broken answer knows its input tokens but not its output.
-  if (inputTokens) parts.push(`${inputTokens} in`);
-  if (inputTokens && outputTokens) parts.push(`${outputTokens} out`);
-  meta.textContent = parts.join(" · ");
+}
+
+// The conversation's token total in the header ("1,234 tokens"; the tooltip splits input and
+// output), read again from the API shortly after answers end: the server's sum counts every
+// answer once, however often the stream repeats an end.
+let usageTimer = 0;
+export function refreshConversationUsage() {
+  if (!el.usage || !cfg.conversationApiUrl) return;
+  clearTimeout(usageTimer);
+  usageTimer = setTimeout(async () => {
+    try {
+      const conversation = await api(cfg.conversationApiUrl);
+      showConversationUsage(conversation.input_tokens, conversation.output_tokens);
+    } catch {
+      // The total is informational: the next answer's end tries again.
+    }
+  }, 150);
+}
+
+function showConversationUsage(inputTokens, outputTokens) {
+  const format = (n) => Number(n || 0).toLocaleString("en-US");
+  el.usage.dataset.inputTokens = String(inputTokens);
+  el.usage.dataset.outputTokens = String(outputTokens);
+  el.usage.title = `${format(inputTokens)} in · ${format(outputTokens)} out`;
+  el.usage.querySelector("[data-usage-total]").textContent = format(
+    Number(inputTokens || 0) + Number(outputTokens || 0),
+  );
 }
 
 // Earlier exchanges left out of what the model was sent (the conversation is longer than
@@ -184,9 +227,10 @@ export function setContextNote(bubble, omitted) {
   note.hidden = !count;
 }
 
-export function setUsage(bubble, inputTokens, outputTokens) {
+export function setUsage(bubble, inputTokens, outputTokens, estimated) {
   if (inputTokens != null) bubble.dataset.inputTokens = inputTokens;
   if (outputTokens != null) bubble.dataset.outputTokens = outputTokens;
+  if (estimated != null) bubble.dataset.usageEstimated = estimated ? "true" : "";
 }
 
 export function createBubble(message) {
@@ -197,10 +241,11 @@ export function createBubble(message) {
   bubble.dataset.role = role;
   bubble.dataset.replyTo = (role === "assistant" && message.reply_to) || "";
   bubble.dataset.parent = (role === "user" && message.parent) || "";
-  bubble.dataset.model = cfg.model || "";
+  // The model that produced the answer (the API's and message_start's `model`).
+  bubble.dataset.model = (role === "assistant" && message.model) || "";
   bubble.querySelector(".message__role").textContent = role === "user" ? "You" : "Claude";
   if (role === "user") bodyOf(bubble).classList.remove("markdown");
-  setUsage(bubble, message.input_tokens, message.output_tokens);
+  setUsage(bubble, message.input_tokens, message.output_tokens, message.usage_estimated);
   // A streamed answer's time comes with its message_start.
   setTime(bubble, message.created_at);
   if (role === "assistant") setContextNote(bubble, message.context_omitted_turns);
@@ -231,7 +276,9 @@ export function activeAssistant() {
 
 // A bubble the database says is finished: take its final text, status and usage.
 export function applyFinal(bubble, message) {
-  setUsage(bubble, message.input_tokens, message.output_tokens);
+  if (ACTIVE.has(bubble.dataset.status)) refreshConversationUsage();
+  if (message.model) bubble.dataset.model = message.model;
+  setUsage(bubble, message.input_tokens, message.output_tokens, message.usage_estimated);
   setStatus(bubble, message.status, message.error_message || message.error_code || "");
   setText(bubble, message.content);
   bubble.serverHtml = message.html ?? null;

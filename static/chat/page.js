@@ -57,6 +57,13 @@ export const cfg = {
 
 export const byTestId = (id, scope = root) => scope.querySelector(`[data-testid="${id}"]`);
 
+// The offered models' labels by id, from the server-rendered model selects (the settings
+// dialog, the home composer). A model no longer offered (an old answer's) shows its id.
+const modelLabels = new Map(
+  Array.from(document.querySelectorAll("[data-model-select] option"), (o) => [o.value, o.text]),
+);
+export const modelLabel = (id) => modelLabels.get(id) || id || "";
+
 function findElements() {
   return {
     thread: root.querySelector("[data-thread]"),
@@ -70,6 +77,8 @@ function findElements() {
     status: byTestId("stream-status"),
     statusText: root.querySelector(".status-line__text"),
     title: byTestId("conversation-title"),
+    usage: byTestId("conversation-usage"),
+    composerModel: byTestId("composer-model"),
     titleInput: byTestId("rename-input"),
     renameButton: byTestId("rename-conversation"),
     jump: byTestId("jump-to-latest"),

@@ -22,6 +22,7 @@ import {
   keepingScroll,
   renderNow,
   setContextNote,
+  refreshConversationUsage,
   setMeta,
   setStatus,
   setText,
@@ -78,6 +79,7 @@ function onMessageStart(data) {
     if (bubble) {
       // A (re)connection restarts the message: its text follows in full.
       setText(bubble, "");
+      if (message.model) bubble.dataset.model = message.model;
       setStatus(bubble, message.status || "streaming", "");
       setContextNote(bubble, message.context_omitted_turns);
       state.spoken.delete(message.id);
@@ -116,10 +118,13 @@ function onMessageEnd(data) {
     setStatus(bubble, data.status || "complete");
     bubble.dataset.stopReason = data.stop_reason || "";
     const usage = data.usage || {};
-    setUsage(bubble, usage.input_tokens, usage.output_tokens);
+    setUsage(bubble, usage.input_tokens, usage.output_tokens, usage.estimated);
     renderNow(bubble);
     setMeta(bubble);
-    if (wasActive) announceEnd(bubble);
+    if (wasActive) {
+      refreshConversationUsage();
+      announceEnd(bubble);
+    }
   });
 }
 

@@ -237,32 +237,32 @@ def test_settings_change_the_model_and_system_prompt_of_the_next_answer(
     page.get_by_test_id("conversation-settings-button").click()
     dialog = page.get_by_test_id("conversation-settings")
     expect(dialog).to_be_visible()
-    dialog.get_by_test_id("settings-model").fill("claude-test-model")
+    dialog.get_by_test_id("settings-model").select_option("claude-haiku-4-5")
     dialog.get_by_test_id("settings-system-prompt").fill("Answer like a pirate.")
     with page.expect_response(lambda r: r.request.method == "PATCH") as saved:
         dialog.get_by_test_id("settings-save").click()
     assert saved.value.status == 200
     expect(dialog).to_be_hidden()
     conversation = Conversation.objects.get(pk=conversation_id)
-    assert conversation.model == "claude-test-model"
+    assert conversation.model == "claude-haiku-4-5"
     assert conversation.system_prompt == "Answer like a pirate."
 
     sent = send_with_enter(page, f"Ahoy {fake(text='Arr.', tps=0)}")
     assistant_id = sent["assistant_message"]["id"]
     poll_until_final(page, assistant_id)
     upstream = fake_stats(fake_anthropic)["last_request"]
-    assert upstream["model"] == "claude-test-model"
+    assert upstream["model"] == "claude-haiku-4-5"
     assert "Answer like a pirate." in str(upstream["system"])
     expect(bubble(page, assistant_id).get_by_test_id("message-meta")).to_contain_text(
-        "claude-test-model"
+        "Claude Haiku 4.5"
     )
 
     # Escape closes the dialog without saving.
     page.get_by_test_id("conversation-settings-button").click()
-    dialog.get_by_test_id("settings-model").fill("something-else")
+    dialog.get_by_test_id("settings-model").select_option("claude-opus-4-5")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
-    assert Conversation.objects.get(pk=conversation_id).model == "claude-test-model"
+    assert Conversation.objects.get(pk=conversation_id).model == "claude-haiku-4-5"
 
 
 def test_rename_and_delete_a_conversation(open_context, daphne_anthropic, user, password):

@@ -49,6 +49,7 @@ def make_history(owner) -> tuple[Conversation, list[Message]]:
             conversation=conversation,
             role="user" if kind == "q" else "assistant",
             reply_to=None if kind == "q" else question,
+            model="" if kind == "q" else "demo",
             # A single line: each question follows the answer sent last before it.
             parent=answer if kind == "q" else None,
             content=body,
@@ -105,6 +106,9 @@ def test_scrolling_up_loads_older_turns_in_place_until_the_history_is_complete(
     assert shown(page) == ids[4:]
     assert abs(top_of(page, ids[12]) - before) <= 1, "the thread jumped when older turns came"
     assert len(older_loads) == 2  # the first page ended inside turn 6: one more was read
+    # Answers loaded from the API show their model's label, as the page's own do.
+    for answer in (ids[5], ids[13]):
+        expect(bubble(page, answer).get_by_test_id("message-model")).to_have_text("demo model")
 
     for first, second in ((ids[7], ids[8]), (ids[10], ids[11])):
         expect(bubble(page, first)).to_be_hidden()

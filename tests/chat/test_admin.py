@@ -39,7 +39,7 @@ def test_the_list_shows_short_ids_a_one_line_preview_and_links(admin_client, cha
     content's first 80 characters on one line, the conversation and owner linking to their
     admin pages, the model, tokens and when. No cell holds a whole UUID."""
     long = "First line\n\nsecond   line " + "x" * 200
-    message = answer(chat, content=long, input_tokens=12, output_tokens=345)
+    message = answer(chat, content=long, model="claude-x", input_tokens=12, output_tokens=345)
 
     response = admin_client.get(CHANGELIST)
     html = response.content.decode()
@@ -87,11 +87,27 @@ def test_failed_and_interrupted_answers_stand_out(admin_client, chat):
     answer(chat, status="interrupted", content="Half", input_tokens=7)
     answer(chat, status="cancelled", content="Stopped")
     html = admin_client.get(CHANGELIST).content.decode()
-    # Broken mid-stream: the input tokens the model reported, no output count.
+    # An output count missing (an answer from before estimates were stored) shows "-".
     assert '<td class="field-tokens">7 / -</td>' in html
     assert 'class="chat-status chat-status-trouble chat-status-failed">failed<' in html
     assert 'class="chat-status chat-status-trouble chat-status-interrupted">interrupted<' in html
     assert 'class="chat-status chat-status-ok chat-status-cancelled">cancelled<' in html
+
+
+@pytest.mark.django_db
+def test_estimated_usage_is_marked(admin_client, chat):
+    """Usage stored as estimates (the answer ended before the model reported it) reads "~"."""
+    answer(
+        chat,
+        status="cancelled",
+        model="claude-x",
+        input_tokens=3,
+        output_tokens=5,
+        usage_estimated=True,
+    )
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert '<td class="field-tokens">~3 / ~5</td>' in html
+    assert '<td class="field-answer_model">claude-x</td>' in html
 
 
 @pytest.mark.django_db
@@ -102,14 +118,15 @@ def test_the_filters_find_trouble(admin_client, chat, user, django_user_model):
     fine = answer(chat)
     question = Message.objects.create(conversation=chat, role="user", content="Hi")
     other_model = Conversation.objects.create(owner=user, model="claude-y")
-    old = answer(other_model, created_at=timezone.now() - timedelta(days=40))
+    old = answer(other_model, model="claude-y", created_at=timezone.now() - timedelta(days=40))
 
     assert rows(admin_client.get(CHANGELIST, {"status__exact": "failed"})) == [failed]
     assert rows(admin_client.get(CHANGELIST, {"status__exact": "interrupted"})) == [interrupted]
     assert rows(admin_client.get(CHANGELIST, {"role__exact": "user"})) == [question]
     assert set(rows(admin_client.get(CHANGELIST, {"has_error": "yes"}))) == {failed, interrupted}
     assert set(rows(admin_client.get(CHANGELIST, {"has_error": "no"}))) == {fine, question, old}
-    assert rows(admin_client.get(CHANGELIST, {"conversation__model": "claude-y"})) == [old]
+    # By the model that produced the answer (not the conversation's model now).
+    assert rows(admin_client.get(CHANGELIST, {"model": "claude-y"})) == [old]
     # By day: the date hierarchy and the "created" filter.
     day = old.created_at
     by_day = {"created_at__day": day.day, "created_at__month": day.month}

@@ -250,30 +250,43 @@ def test_list_page_out_of_range_is_json_404(api_client, conversation):
     assert_error(api_client.get(LIST_URL, {"page": "abc"}), 404, "not_found")
 
 
-def test_create_conversation_defaults(api_client, user, settings):
-    """An empty create makes an untitled conversation owned by the caller on `CHAT_MODEL`."""
-    settings.CHAT_MODEL = "claude-test-model"
+def test_create_conversation_defaults(api_client, user, settings, two_models):
+    """An empty create makes an untitled conversation owned by the caller on `CHAT_MODEL`,
+    with no tokens used yet."""
+    settings.CHAT_MODEL = "model-b"
     response = api_client.post(LIST_URL, {}, format="json")
     assert response.status_code == 201
     body = response.json()
     assert body["title"] == ""
-    assert body["model"] == "claude-test-model"
+    assert body["model"] == "model-b"
+    assert (body["input_tokens"], body["output_tokens"]) == (0, 0)
     conversation = Conversation.objects.get(pk=body["id"])
     assert conversation.owner == user
 
 
-def test_create_conversation_with_fields(api_client):
+def test_the_default_model_is_the_first_offered_unless_chat_model_names_one(
+    api_client, settings, two_models
+):
+    """`CHAT_MODEL` unset, or naming a model that is not offered: the first offered one."""
+    for chat_model in (None, "claude-not-offered"):
+        settings.CHAT_MODEL = chat_model
+        body = api_client.post(LIST_URL, {}, format="json").json()
+        assert body["model"] == "model-a"
+        assert api_client.get("/api/v1/models/").json()["default"] == "model-a"
+
+
+def test_create_conversation_with_fields(api_client, two_models):
     """Title (stripped), system prompt (verbatim) and model are stored as sent."""
     response = api_client.post(
         LIST_URL,
-        {"title": "  Trip plan  ", "system_prompt": "  Be brief.\n", "model": "claude-x"},
+        {"title": "  Trip plan  ", "system_prompt": "  Be brief.\n", "model": "model-b"},
         format="json",
     )
     assert response.status_code == 201
     body = response.json()
     assert body["title"] == "Trip plan"
     assert body["system_prompt"] == "  Be brief.\n"
-    assert body["model"] == "claude-x"
+    assert body["model"] == "model-b"
 
 
 def test_detail_returns_the_conversation(api_client, conversation):
@@ -289,6 +302,8 @@ def test_detail_returns_the_conversation(api_client, conversation):
         "model",
         "created_at",
         "updated_at",
+        "input_tokens",
+        "output_tokens",
         "pinned",
         "archived",
         "snippet",
@@ -770,6 +785,8 @@ def test_error_checks_run_after_ownership(other_user, conversation):
         pytest.param({"title": ["x"]}, "title", id="title-list"),
         pytest.param({"model": "m" * 101}, "model", id="model-too-long"),
         pytest.param({"model": ""}, "model", id="model-blank"),
+        pytest.param({"model": "claude-not-offered"}, "model", id="model-not-offered"),
+        pytest.param({"model": 1}, "model", id="model-number"),
         pytest.param({"system_prompt": "s" * 20_001}, "system_prompt", id="prompt-too-long"),
     ],
 )
@@ -791,6 +808,127 @@ def test_title_of_exactly_200_characters_is_accepted(api_client, conversation):
     assert response.status_code == 200
     conversation.refresh_from_db()
     assert conversation.title == "t" * 200
+
+
+# --- models and usage ----------------------------------------------------------------------
+
+
+def test_the_models_list_is_the_demo_model_alone_without_an_api_key(api_client):
+    """The test settings have no API key: the demo model is all there is, and the default."""
+    response = api_client.get("/api/v1/models/")
+    assert response.status_code == 200
+    assert response.json() == {
+        "default": "demo",
+        "results": [
+            {
+                "id": "demo",
+                "label": "demo model",
+                "context_tokens": 200_000,
+                "max_output_tokens": 4096,
+            }
+        ],
+    }
+
+
+def test_the_models_list_is_chat_models_in_order(api_client, two_models):
+    """`GET /api/v1/models/` returns `CHAT_MODELS` as configured, in order."""
+    body = api_client.get("/api/v1/models/").json()
+    assert body == {"default": "model-a", "results": two_models}
+
+
+def test_the_models_list_needs_credentials():
+    assert_error(APIClient().get("/api/v1/models/"), 401)
+
+
+@pytest.mark.parametrize("method", ["patch", "post"])
+def test_a_model_that_is_not_offered_is_400_listing_the_offered_ones(
+    api_client, conversation, two_models, method
+):
+    """Setting a conversation to a model the site does not offer is a 400 (not a 500, not
+    stored) whose field error lists the models it does offer."""
+    url = detail_url(conversation.pk) if method == "patch" else LIST_URL
+    response = getattr(api_client, method)(url, {"model": "gpt-4"}, format="json")
+    body = assert_error(response, 400, "invalid")
+    assert body["errors"]["model"] == [
+        '"gpt-4" is not a model this site offers: choose one of model-a, model-b.'
+    ]
+    assert body["error_codes"]["model"] == ["invalid_choice"]
+    assert not Conversation.objects.filter(model="gpt-4").exists()
+
+
+def test_patch_sets_an_offered_model(api_client, conversation, two_models):
+    response = api_client.patch(detail_url(conversation.pk), {"model": "model-b"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["model"] == "model-b"
+    conversation.refresh_from_db()
+    assert conversation.model == "model-b"
+
+
+def test_every_message_says_which_model_produced_it(api_client, conversation, two_models):
+    """An answer records the conversation's model when it is created, in the send's
+    response and the history; a user message's `model` is empty."""
+    Conversation.objects.filter(pk=conversation.pk).update(model="model-b")
+    body = send(api_client, conversation).json()
+    assert body["user_message"]["model"] == ""
+    assert body["assistant_message"]["model"] == "model-b"
+    assert Message.objects.get(pk=body["assistant_message"]["id"]).model == "model-b"
+    history = api_client.get(messages_url(conversation.pk)).json()["results"]
+    assert [m["model"] for m in history] == ["", "model-b"]
+
+
+def test_a_conversation_on_a_model_no_longer_offered_is_answered_by_the_default(
+    api_client, conversation, two_models
+):
+    """A conversation stored with a model the site stopped offering keeps working: its
+    answers use (and record) the default model, and the conversation keeps its value
+    until someone sets another."""
+    Conversation.objects.filter(pk=conversation.pk).update(model="claude-retired")
+    body = send(api_client, conversation).json()
+    assert body["assistant_message"]["model"] == "model-a"
+    assert api_client.get(detail_url(conversation.pk)).json()["model"] == "claude-retired"
+
+
+def test_conversations_carry_their_token_totals(api_client, user, conversation):
+    """A conversation's `input_tokens`/`output_tokens` are the sums over its answers (every
+    attempt, estimates included; unfinished ones count nothing), in the list and the detail."""
+    other = conversation_create(owner=user, title="Other")
+    turn = Message.objects.create(conversation=conversation, role="user", content="Hi")
+    for tokens in [(10, 5), (7, None), (None, None)]:
+        Message.objects.create(
+            conversation=conversation,
+            role="assistant",
+            status="complete" if tokens[0] else "interrupted",
+            reply_to=turn,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+        )
+    Message.objects.create(
+        conversation=other, role="assistant", input_tokens=1000, output_tokens=1000
+    )
+    detail = api_client.get(detail_url(conversation.pk)).json()
+    assert (detail["input_tokens"], detail["output_tokens"]) == (17, 5)
+    listed = {c["id"]: c for c in api_client.get(LIST_URL).json()["results"]}
+    assert (
+        listed[str(conversation.pk)]["input_tokens"],
+        listed[str(other.pk)]["output_tokens"],
+    ) == (
+        17,
+        1000,
+    )
+    patched = api_client.patch(detail_url(conversation.pk), {"title": "x"}, format="json").json()
+    assert (patched["input_tokens"], patched["output_tokens"]) == (17, 5)
+
+
+def test_the_conversation_list_counts_its_totals_in_its_own_queries(
+    api_client, user, django_assert_max_num_queries
+):
+    """The totals are aggregates in the list's query, not a query per conversation."""
+    for i in range(5):
+        c = conversation_create(owner=user, title=f"c{i}")
+        Message.objects.create(conversation=c, role="assistant", input_tokens=i, output_tokens=1)
+    with django_assert_max_num_queries(3):  # the user's session aside: count and page
+        results = api_client.get(LIST_URL).json()["results"]
+    assert sorted(c["input_tokens"] for c in results) == [0, 1, 2, 3, 4]
 
 
 # --- JWT -----------------------------------------------------------------------------------
@@ -1126,6 +1264,8 @@ def test_message_output_matches_drf_field_by_field(conversation):
             error_message="Lost.",
             completed_at=now + timedelta(microseconds=5),
             reply_to=user_message,
+            model="demo",
+            usage_estimated=True,
         ),
     ]
     request = Request(APIRequestFactory().get("/", HTTP_HOST="testserver"))

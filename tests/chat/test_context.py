@@ -12,6 +12,7 @@ from chat.context import (
     context_tokens,
     estimate_tokens,
     fit_history,
+    max_output_tokens,
 )
 from chat.errors import ContextTooLong
 from chat.models import Message
@@ -59,10 +60,18 @@ def test_the_estimate_counts_ascii_characters_and_other_characters_bytes(text, t
     assert estimate_tokens(text) == tokens
 
 
-def test_the_context_window_is_the_setting_for_every_model(settings):
-    """One number for now; asked per model so a per-model list can replace it."""
-    settings.CHAT_CONTEXT_TOKENS = 12_345
-    assert context_tokens("claude-sonnet-4-5") == context_tokens("claude-other") == 12_345
+def test_the_context_window_is_the_models_capped_by_the_setting(settings, two_models):
+    """Each model's window is its `context_tokens`, capped by `CHAT_CONTEXT_TOKENS`; a model
+    no longer offered gets the default model's."""
+    assert (context_tokens("model-a"), context_tokens("model-b")) == (100_000, 50_000)
+    assert context_tokens("claude-retired") == 100_000
+    settings.CHAT_CONTEXT_TOKENS = 60_000
+    assert (context_tokens("model-a"), context_tokens("model-b")) == (60_000, 50_000)
+
+
+def test_an_answers_max_tokens_is_the_models_capped_by_the_setting(settings, two_models):
+    settings.CHAT_MAX_TOKENS = 1500
+    assert (max_output_tokens("model-a"), max_output_tokens("model-b")) == (1500, 1000)
 
 
 # --- fitting the history -------------------------------------------------------------------

@@ -203,6 +203,7 @@ def test_a_message_page_shows_its_run(admin_client, user):
         chat(user),
         status="cancelled",
         content="Half an answer",
+        model="claude-x",  # the answer's own model (the conversation's may change since)
         created_at=created,
         first_token_at=created + timedelta(milliseconds=850),
         cancel_requested=True,

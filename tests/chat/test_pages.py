@@ -768,33 +768,102 @@ def test_regenerate_is_offered_on_the_last_answer_and_retry_after_an_error(clien
     assert visible_retry == []
 
 
-def test_answers_show_model_and_token_usage(client, alice):
-    """A finished answer shows the conversation's model and its token usage."""
+def test_answers_show_their_model_and_token_usage(client, alice, two_models):
+    """A finished answer shows the label of the model that produced it (whatever the
+    conversation uses now) and its token usage; estimates are marked as such."""
     conversation = make_conversation(alice)
-    add_message(conversation, role="assistant", content="hi", input_tokens=12, output_tokens=34)
+    add_message(
+        conversation,
+        role="assistant",
+        content="hi",
+        model="model-b",
+        input_tokens=12,
+        output_tokens=34,
+    )
+    add_message(
+        conversation,
+        role="assistant",
+        content="stopped",
+        status="cancelled",
+        model="demo",  # no longer offered: its id is shown
+        input_tokens=5,
+        output_tokens=2,
+        usage_estimated=True,
+    )
+    # From before models were recorded: no label, and no separator before the usage.
+    add_message(conversation, role="assistant", content="old", input_tokens=1, output_tokens=1)
     client.force_login(alice)
 
     html = client.get(page_url(conversation)).content.decode()
 
-    assert ">test-model · 12 in · 34 out</span>" in html
+    labels = re.findall(r'data-testid="message-model">([^<]*)<', html)
+    assert labels == ["Model B", "demo", ""]
+    usage = re.findall(r'data-testid="message-usage">([^<]*)<', html)
+    assert usage == [" · 12 in · 34 out", " · ~5 in · ~2 out", "1 in · 1 out"]
+    meta = by_testid(html, "message-meta")
+    assert "estimates" in meta[1]["title"]
+    assert "title" not in meta[0]
 
 
-def test_settings_dialog_holds_model_and_system_prompt(client, alice, settings):
-    """The settings dialog is prefilled with the conversation's model and system prompt and
-    suggests the default model and the models the user has used."""
-    settings.CHAT_MODEL = "default-model"
+def test_the_header_shows_the_conversations_token_total(client, alice):
+    """The header says how many tokens the conversation used, split in and out in its
+    tooltip; a new conversation says 0."""
     conversation = make_conversation(alice)
-    Conversation.objects.filter(pk=conversation.pk).update(system_prompt="Be <brief>.")
-    Conversation.objects.create(owner=alice, model="other-model")
+    add_message(conversation, role="assistant", content="a", input_tokens=1200, output_tokens=34)
+    add_message(conversation, role="assistant", content="b", input_tokens=None)
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+    (usage,) = by_testid(html, "conversation-usage")
+    assert re.search(r"data-usage-total>1,234</span> tokens</p>", html)
+    assert usage["title"].startswith("1,200 in · 34 out")
+    assert (usage["data-input-tokens"], usage["data-output-tokens"]) == ("1200", "34")
+    html = client.get(page_url(make_conversation(alice))).content.decode()
+    assert re.search(r"data-usage-total>0</span> tokens</p>", html)
+
+
+def test_settings_dialog_holds_model_and_system_prompt(client, alice, two_models):
+    """The settings dialog is prefilled with the system prompt and offers a select of the
+    offered models by label, the conversation's selected."""
+    conversation = make_conversation(alice)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        system_prompt="Be <brief>.", model="model-b"
+    )
     client.force_login(alice)
 
     html = client.get(page_url(conversation)).content.decode()
 
     assert by_testid(html, "conversation-settings")
-    assert by_testid(html, "settings-model")[0]["value"] == "test-model"
+    assert elements(html, "select", data_testid="settings-model")
     assert ">Be &lt;brief&gt;.</textarea>" in html
-    options = [option["value"] for option in elements(html, "option")]
-    assert options == ["default-model", "other-model", "test-model"]
+    options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', html)
+    assert options == [("model-a", "", "Model A"), ("model-b", " selected", "Model B")]
+
+
+def test_the_home_page_offers_the_models_for_a_new_conversation(
+    client, alice, settings, two_models
+):
+    """The home composer has a select of the offered models, the default selected."""
+    settings.CHAT_MODEL = "model-b"
+    client.force_login(alice)
+
+    html = client.get(reverse("chat:home")).content.decode()
+
+    assert elements(html, "select", data_testid="composer-model")
+    options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', html)
+    assert options == [("model-a", "", "Model A"), ("model-b", " selected", "Model B")]
+
+
+def test_the_settings_select_shows_the_model_answering_a_retired_one(client, alice, two_models):
+    """A conversation whose model is no longer offered: the select offers the offered ones,
+    with the default (what answers it now) selected."""
+    conversation = make_conversation(alice)  # "test-model": not offered
+    client.force_login(alice)
+
+    html = client.get(page_url(conversation)).content.decode()
+
+    options = re.findall(r'<option value="([^"]*)"( selected)?>', html)
+    assert options == [("model-a", " selected"), ("model-b", "")]
     assert by_testid(html, "rename-conversation")
     assert by_testid(html, "delete-conversation")
     assert by_testid(html, "delete-dialog")

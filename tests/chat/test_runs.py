@@ -11,6 +11,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from chat import events, runs
+from chat.context import estimate_tokens
 from chat.events import ConversationDeleted, MessageEnded, MessageStarted, TextAppended
 from chat.fanout import fanout
 from chat.models import Conversation, Message
@@ -116,16 +117,54 @@ def test_upstream_error_after_text_is_interrupted_and_keeps_text(script, sent, c
 
 def test_a_broken_answer_keeps_the_input_tokens_the_model_reported(script, sent, conversation):
     """The model reports the input's size when its stream starts: an answer that breaks
-    before its end stores that (it counts against the daily budget), and no output count."""
-    script(["Partial"], fail_with=ProviderError("upstream_disconnected", "Dropped", True))
-    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    before its end stores that (it counts against the daily budget), and its output
+    estimated from the text that streamed, marked as an estimate."""
+    script(["Partial answer, "] * 3, fail_with=ProviderError("upstream_disconnected", "Dropped"))
+    published = run_and_listen(str(sent.assistant_message.pk), conversation.pk)
     message = Message.objects.get(pk=sent.assistant_message.pk)
     assert message.status == Message.Status.INTERRUPTED
-    assert (message.input_tokens, message.output_tokens) == (7, None)
+    assert (message.input_tokens, message.output_tokens) == (7, estimate_tokens(message.content))
+    assert message.output_tokens > 0
+    assert message.usage_estimated is True
+    assert published[-1].data["usage"] == {
+        "input_tokens": 7,
+        "output_tokens": message.output_tokens,
+        "estimated": True,
+    }
+
+
+def test_a_complete_answers_usage_is_the_models_report(script, sent, conversation):
+    script(["Hel", "lo"])
+    published = run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert (message.input_tokens, message.output_tokens, message.usage_estimated) == (7, 2, False)
+    assert published[-1].data["usage"]["estimated"] is False
+
+
+def test_without_any_report_the_input_is_the_sends_estimate(script, sent, conversation):
+    """A model that said nothing of its usage before the answer broke: the input is what the
+    send estimated for the request (the history it fitted to the context window)."""
+    script(["Some text"], input_tokens=None, fail_with=ProviderError("upstream_error", "Bad"))
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    job = jobs[str(message.pk)]
+    assert job.input_tokens_estimate >= estimate_tokens("Hi there") > 0
+    assert message.input_tokens == job.input_tokens_estimate
+    assert message.output_tokens == estimate_tokens("Some text")
+    assert message.usage_estimated is True
+
+
+def test_an_answer_that_never_reached_the_model_used_nothing(script, sent, conversation):
+    """Failed before the model said or sent anything (every try refused): 0 in, 0 out."""
+    script([], input_tokens=None, fail_with=ProviderError("upstream_overloaded", "Busy", True))
+    run_and_listen(str(sent.assistant_message.pk), conversation.pk)
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.status == Message.Status.FAILED
+    assert (message.input_tokens, message.output_tokens) == (0, 0)
 
 
 def test_a_stopped_answer_keeps_the_input_tokens_the_model_reported(script, sent, conversation):
-    """Stopped mid-answer, the answer still says what its input cost."""
+    """Stopped mid-answer, the answer still says what its input and output cost."""
     script(["word "] * 200, delay=0.01)
     message_id = str(sent.assistant_message.pk)
 
@@ -142,7 +181,10 @@ def test_a_stopped_answer_keeps_the_input_tokens_the_model_reported(script, sent
     message = Message.objects.get(pk=message_id)
     assert message.status == Message.Status.CANCELLED
     assert message.content.startswith("word ")
-    assert (message.input_tokens, message.output_tokens) == (7, None)
+    # The output is estimated from what streamed before the stop.
+    assert message.input_tokens == 7
+    assert message.output_tokens == estimate_tokens(message.content) > 0
+    assert message.usage_estimated is True
 
 
 def test_a_bug_in_the_provider_still_ends_the_message(script, sent, conversation):
@@ -256,8 +298,28 @@ def test_a_send_prepares_its_run_so_it_starts_without_touching_the_database(sent
     assert answer.run_owner == runs.manager.channel
     job = jobs[str(answer.pk)]
     assert not job.needs_claim
-    assert (job.request.model, job.request.system) == ("m", "Be")
+    # "m" is not offered: the default model answers (chat/catalog.py: model_for_run).
+    assert (job.request.model, job.request.system) == ("demo", "Be")
     assert job.request.messages == [ChatTurn(role="user", content="Hi")]
+
+
+def test_an_answer_records_its_model_and_is_sent_that_models_limits(
+    sent, conversation, settings, two_models
+):
+    """The answer records the model its run uses; the request asks for that model's
+    `max_output_tokens` (capped by `CHAT_MAX_TOKENS`) and the message_start says the model."""
+    Conversation.objects.filter(pk=conversation.pk).update(model="model-b")
+    conversation.refresh_from_db()
+    Message.objects.filter(pk=sent.assistant_message.pk).update(status=Message.Status.COMPLETE)
+    answer = message_send(conversation=conversation, content="Again").assistant_message
+    job = jobs[str(answer.pk)]
+    assert Message.objects.get(pk=answer.pk).model == "model-b"
+    assert (job.request.model, job.request.max_tokens) == ("model-b", 1000)
+    assert job.start["message"]["model"] == "model-b"
+    settings.CHAT_MAX_TOKENS = 300
+    Message.objects.filter(pk=answer.pk).update(status=Message.Status.COMPLETE)
+    answer = message_send(conversation=conversation, content="Once more").assistant_message
+    assert jobs[str(answer.pk)].request.max_tokens == 300
 
 
 def test_an_answer_sent_without_an_owner_is_claimed_by_its_run(script, sent, conversation):

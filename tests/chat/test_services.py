@@ -34,12 +34,13 @@ def finish(message: Message, status: str = Message.Status.COMPLETE) -> None:
 # --- conversations -------------------------------------------------------------------------
 
 
-def test_conversation_create_uses_chat_model_by_default(user, settings):
-    """A conversation without a model gets `settings.CHAT_MODEL`, read at call time."""
-    settings.CHAT_MODEL = "claude-default-for-test"
+def test_conversation_create_uses_chat_model_by_default(user, settings, two_models):
+    """A conversation without a model gets `settings.CHAT_MODEL` (an offered one), read at
+    call time."""
+    settings.CHAT_MODEL = "model-b"
     conversation = services.conversation_create(owner=user)
-    assert conversation.model == "claude-default-for-test"
-    assert Conversation.objects.get(pk=conversation.pk).model == "claude-default-for-test"
+    assert conversation.model == "model-b"
+    assert Conversation.objects.get(pk=conversation.pk).model == "model-b"
 
 
 def test_conversation_create_stores_given_fields(user):

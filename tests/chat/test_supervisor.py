@@ -11,6 +11,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from chat import runs, selectors, services
+from chat.context import estimate_tokens
 from chat.errors import MessageFinished, NotAnAnswer, RunActive
 from chat.models import Message
 from chat.providers import get_provider
@@ -50,6 +51,23 @@ def test_sweeper_ends_a_run_whose_lease_lapsed(conversation):
     assert message.content == "Partial"
     assert message.error_code == "run_lost"
     assert message.completed_at is not None
+
+
+def test_a_swept_answer_records_estimated_usage(conversation):
+    """The run's usage report died with it: the sweeper stores the input as the send would
+    have estimated it and the output estimated from the text kept, marked as estimates."""
+    sent = services.message_send(conversation=conversation, content="Hi there, model")
+    Message.objects.filter(pk=sent.assistant_message.pk).update(
+        status=Message.Status.STREAMING,
+        content="A partial answer that streamed",
+        run_lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    tick()
+    message = Message.objects.get(pk=sent.assistant_message.pk)
+    assert message.status == Message.Status.INTERRUPTED
+    assert message.output_tokens == estimate_tokens("A partial answer that streamed")
+    assert message.input_tokens >= estimate_tokens("Hi there, model") > 0
+    assert message.usage_estimated is True
 
 
 def test_sweeper_keeps_the_buffers_longer_text(conversation):

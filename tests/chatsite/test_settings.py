@@ -218,3 +218,30 @@ def test_the_metrics_allow_list_is_read_from_the_environment_and_checked(monkeyp
     monkeypatch.setenv("CHAT_METRICS_ALLOWED_IPS", "10.0.0.0/8,prometheus.internal")
     with pytest.raises(ImproperlyConfigured, match=r"prometheus\.internal"):
         chat_settings_from_env()
+
+
+# --- models ---------------------------------------------------------------------------
+
+
+def test_the_models_offered_follow_the_api_key_and_the_environment():
+    """With an API key Claude's models are offered (or the environment's `CHAT_MODELS`, as
+    JSON); without one the demo model alone, whatever the environment lists; a malformed
+    list fails the system check."""
+    code = "from chat import catalog\nprint(catalog.offered_ids())"
+    env = {**DEPLOY_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    own = json.dumps(
+        [{"id": "claude-x", "label": "X", "context_tokens": 1000, "max_output_tokens": 100}]
+    )
+
+    def offered(**changes: str) -> list[str]:
+        result = run_django(code, **env, **changes)
+        assert result.returncode == 0, result.stderr
+        return ast.literal_eval(result.stdout)
+
+    assert offered() == ["demo"]
+    assert offered(CHAT_MODELS=own) == ["demo"]
+    assert offered(ANTHROPIC_API_KEY="k")[0] == "claude-sonnet-4-5"
+    assert offered(ANTHROPIC_API_KEY="k", CHAT_MODELS=own) == ["claude-x"]
+    bad = manage("check", **env, ANTHROPIC_API_KEY="k", CHAT_MODELS='[{"id": "x"}]')
+    assert bad.returncode != 0
+    assert "chat.E001" in bad.stderr
