@@ -353,3 +353,65 @@ def test_readme_screenshots_show_an_answer_mid_stream(
     expect(phone.get_by_test_id("sidebar")).to_be_in_viewport()
     phone.wait_for_timeout(300)  # the drawer's slide-in transition
     phone.screenshot(path=SCREENSHOTS / "chat-phone-sidebar.png")
+
+
+def test_readme_screenshots_show_search_an_edited_branch_and_the_model(
+    open_context, daphne_demo, user, password
+):
+    """The README's second row of screenshots, taken on every run: on a desktop, a search
+    for a word of an answer lists its conversation with the text around the match, beside a
+    question that was edited (its "2 / 2" switcher) under a pinned conversation; on a phone
+    in the dark, the edited branch with its answer's model label and the header's token
+    total."""
+    conversation = _lived_in_conversation(user)
+    Conversation.objects.filter(owner=user, title="Regex for ISO dates").update(pinned=True)
+    first = conversation.messages.get(role=Message.Role.USER)
+    now = timezone.now()
+    edited = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content="How do I sum one column of a CSV file with pandas?",
+        parent=first.parent,
+        created_at=now - timedelta(seconds=30),
+    )
+    Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content="Read it with `pandas.read_csv` and sum the column:\n\n"
+        '```python\nimport pandas as pd\n\ntotal = pd.read_csv("sales.csv")["amount"].sum()\n```',
+        status=Message.Status.COMPLETE,
+        model="demo",
+        input_tokens=18,
+        output_tokens=42,
+        reply_to=edited,
+        created_at=now - timedelta(seconds=29),
+        completed_at=now - timedelta(seconds=27),
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    url = f"{daphne_demo.url}/c/{conversation.pk}/"
+
+    desktop = log_in(open_context(), daphne_demo, user, password)
+    desktop.goto(url)
+    wait_until_idle(desktop)
+    expect(desktop.locator("[data-testid=attempt-counter]:visible").first).to_have_text("2 / 2")
+    desktop.keyboard.press("Control+k")
+    desktop.get_by_test_id("conversation-search").press_sequentially("pandas", delay=20)
+    result = desktop.get_by_test_id("search-result")
+    expect(result).to_have_count(1)
+    expect(result.locator("mark").first).to_be_visible()
+    desktop.screenshot(path=SCREENSHOTS / "chat-desktop-search.png")
+
+    phone = log_in(
+        open_context(**PHONE, device_scale_factor=2, color_scheme="dark"),
+        daphne_demo,
+        user,
+        password,
+    )
+    phone.goto(url)
+    wait_until_idle(phone)
+    expect(phone.locator('[data-role="assistant"]:visible').last).to_contain_text("demo model")
+    expect(phone.locator("[data-usage-total]")).to_have_text("247")  # 16 + 171 + 18 + 42
+    # The header's actions leave the title its row: it is not cut short on a phone.
+    title = phone.get_by_test_id("conversation-title")
+    assert title.evaluate("e => e.scrollWidth <= e.clientWidth"), title.bounding_box()
+    phone.screenshot(path=SCREENSHOTS / "chat-phone-branch.png")
