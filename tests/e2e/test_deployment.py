@@ -72,6 +72,7 @@ def production_site(start_daphne, **env: str):
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         ANTHROPIC_API_KEY="",
+        CHAT_SINGLE_PROCESS="1",  # no Redis: one process on its own
         **env,
     )
 
