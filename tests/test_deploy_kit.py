@@ -37,13 +37,17 @@ def example_env() -> dict[str, str]:
 
 
 def test_each_process_drains_before_systemd_kills_it():
-    """chatsite@PORT serves PORT on loopback with the environment file, is stopped with
+    """chatsite@PORT serves PORT (on loopback unless the env file says otherwise) with the
+    environment file, is stopped with
     SIGTERM (which drains) and killed only after longer than the drain may take, restarts
     when it dies, and starts after (and only with) the migrate unit."""
     service = unit("chatsite@.service")
     section = service["Service"]
     assert section["EnvironmentFile"] == "/etc/chatsite/env"
-    assert re.search(r" -m chatsite\.server -b 127\.0\.0\.1 -p %i ", section["ExecStart"])
+    assert re.search(
+        r" -m chatsite\.server -b \$\{CHATSITE_BIND_ADDRESS\} -p %i ", section["ExecStart"]
+    )
+    assert section["Environment"] == "CHATSITE_BIND_ADDRESS=127.0.0.1"  # the env file may change it
     assert importlib.util.find_spec("chatsite.server") is not None
     assert section["KillSignal"] == "SIGTERM"
     drain = max(DEFAULTS["DRAIN_SECONDS"], float(example_env()["CHAT_DRAIN_SECONDS"]))
@@ -66,8 +70,9 @@ def test_units_are_hardened(name):
 
 
 def test_the_migrate_unit_migrates_and_collects_static_files_where_it_may_write():
-    """The one-shot unit runs migrate and collectstatic, and may write only the static root
-    that the example env file names."""
+    """The one-shot unit runs migrate and collectstatic, again for each start of a process
+    (it does not stay active), and may write only the static root the example env file
+    names."""
     text = (DEPLOY / "systemd" / "chatsite-migrate.service").read_text()
     commands = re.findall(r"^ExecStart=(.*)$", text, re.M)
     assert [c.split(" manage.py ")[1].split()[0] for c in commands] == ["migrate", "collectstatic"]
