@@ -272,7 +272,8 @@ def test_readyz_turns_503_when_redis_is_unreachable(site):
 
 def test_the_site_file_redirects_plain_http_and_sets_the_request_id(site, api):
     """Plain HTTP is redirected to HTTPS; nginx gives every request its own X-Request-ID
-    (a client's is replaced), which the app logs; /metrics is not served through nginx."""
+    (a client's is replaced), which the app logs; a body too large is the app's JSON 413,
+    not nginx's page; /metrics is not served through nginx."""
     plain = httpx.get(f"{site.http_url}/api/v1/", follow_redirects=False)
     assert plain.status_code == 301
     assert plain.headers["location"] == "https://127.0.0.1/api/v1/"
@@ -286,6 +287,12 @@ def test_the_site_file_redirects_plain_http_and_sets_the_request_id(site, api):
         assert time.monotonic() < deadline, "the app did not log nginx's request id"
         time.sleep(0.05)
     assert not any("chosen-by-client" in b.log.read_text() for b in site.backends)
+
+    # A body over the app's limit is refused by the app, with the API's error body.
+    too_large = api.http.post("/api/v1/conversations/", content=b"x" * (3 * 1024 * 1024))
+    assert too_large.status_code == 413
+    assert too_large.headers["content-type"] == "application/json"
+    assert set(too_large.json()) >= {"code", "message"}
 
     assert api.http.get("/metrics").status_code == 404
     assert httpx.get(f"{site.backends[0].url}/metrics").status_code == 200  # directly: served
