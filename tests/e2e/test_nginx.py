@@ -273,7 +273,8 @@ def test_readyz_turns_503_when_redis_is_unreachable(site):
 def test_the_site_file_redirects_plain_http_and_sets_the_request_id(site, api):
     """Plain HTTP is redirected to HTTPS; nginx gives every request its own X-Request-ID
     (a client's is replaced), which the app logs; a body too large is the app's JSON 413,
-    not nginx's page; /metrics is not served through nginx."""
+    not nginx's page; /metrics is not served through nginx; with no process up, the answer
+    is the API's 503 error body."""
     plain = httpx.get(f"{site.http_url}/api/v1/", follow_redirects=False)
     assert plain.status_code == 301
     assert plain.headers["location"] == "https://127.0.0.1/api/v1/"
@@ -296,3 +297,11 @@ def test_the_site_file_redirects_plain_http_and_sets_the_request_id(site, api):
 
     assert api.http.get("/metrics").status_code == 404
     assert httpx.get(f"{site.backends[0].url}/metrics").status_code == 200  # directly: served
+
+    # No process left: nginx answers the API's 503 `unavailable`, not its own 502 page.
+    for backend in site.backends:
+        stop(backend.process)
+    down = api.http.get("/api/v1/conversations/")
+    assert down.status_code == 503
+    assert down.json()["code"] == "unavailable"
+    assert down.headers["retry-after"] == "5"
