@@ -77,11 +77,14 @@ lint: $(VENV)/.installed-test lock-check
 	$(VENV)/bin/ruff format --check .
 
 # Django's deployment checklist on the production settings, with what a deployment sets
-# (a fresh random secret key, its host name): any warning fails.
+# (a fresh random secret key, its host name, PostgreSQL and Redis; the check connects to
+# neither): any warning fails.
 check-deploy: $(VENV)/.installed-test
 	DJANGO_SETTINGS_MODULE=chatsite.settings.production \
 	DJANGO_SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	DJANGO_ALLOWED_HOSTS=chat.example.com \
+	DATABASE_URL=postgres://chatsite@127.0.0.1:5432/chatsite \
+	REDIS_URL=redis://127.0.0.1:6379/0 \
 	$(PY) manage.py check --deploy --fail-level WARNING
 
 test: $(VENV)/.installed-test check-deploy lint

@@ -281,6 +281,8 @@ class Chatsite(System):
         else:
             env["DATABASE_URL"] = f"sqlite:///{self.workdir / 'bench.sqlite3'}"
             env.pop("REDIS_URL", None)
+            # Production settings refuse SQLite and no Redis unless the site is one process.
+            env["CHAT_SINGLE_PROCESS"] = "1"
         return env
 
     def setup(self, logdir: Path) -> None:

@@ -18,8 +18,11 @@ env = environ.Env()
 
 
 def database_url(default: str) -> dict:
-    """`DATABASE_URL` parsed into a Django DATABASES entry."""
-    return env.db_url("DATABASE_URL", default=default)
+    """`DATABASE_URL` parsed into a Django DATABASES entry; set but empty is unset (an env
+    file's `DATABASE_URL=` line), not a database without an engine."""
+    if not env.str("DATABASE_URL", default="").strip():
+        return env.db_url_config(default)
+    return env.db_url("DATABASE_URL")
 
 
 def secret_key_file() -> Path:
@@ -48,6 +51,28 @@ def log_format() -> str:
     if value not in ("text", "json"):
         raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be text or json, not {value!r}")
     return value
+
+
+def static_root() -> Path:
+    """`DJANGO_STATIC_ROOT`: where collectstatic writes (a deployment's code directory may
+    be read-only, as under chatsite@.service)."""
+    return Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+
+
+def required(name: str, why: str) -> str:
+    """A variable production cannot start without: missing or empty stops the process,
+    naming the variable."""
+    value = env.str(name, default="").strip()
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set: {why}")
+    return value
+
+
+def single_process() -> bool:
+    """`CHAT_SINGLE_PROCESS`: this site is one process, so production may run it without
+    Redis and on SQLite (the benchmark's single-process setup). Off by default: a site of
+    several processes that forgot `REDIS_URL` would serve each stream from one process only."""
+    return env.bool("CHAT_SINGLE_PROCESS", default=False)
 
 
 def redis_url() -> str | None:

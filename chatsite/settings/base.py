@@ -15,6 +15,7 @@ from chatsite.env import (
     env,
     log_format,
     redis_url,
+    static_root,
 )
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
@@ -169,7 +170,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = static_root()
 
 # --- Channel layer: live fan-out only (at-most-once); never the replay source.
 REDIS_URL = redis_url()

@@ -19,18 +19,23 @@ from django.core.exceptions import ImproperlyConfigured
 from chatsite.secret_key import install_secret_key
 from tests.conftest import ROOT
 
-# What a deployment sets (besides its database and Redis).
+# What a deployment sets besides its secret key (nothing here connects to the database or
+# Redis).
 DEPLOY_ENV = {
     "DJANGO_SETTINGS_MODULE": "chatsite.settings.production",
     "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+    "DATABASE_URL": "postgres://chatsite@127.0.0.1:5432/chatsite",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
 
-def run_django(code: str, **env: str) -> subprocess.CompletedProcess:
+def run_django(code: str, _unset: str | None = None, **env: str) -> subprocess.CompletedProcess:
     """`code` run after `django.setup()` in a fresh process with `env` over a clean
-    environment (no DJANGO_* or CHAT_* of the test run)."""
+    environment (no DJANGO_* or CHAT_* of the test run, nor the variable `_unset`)."""
     environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CHAT_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "CHAT_")) and k != _unset
     } | env
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup()\n{code}"],
@@ -245,3 +250,79 @@ def test_the_models_offered_follow_the_api_key_and_the_environment():
     bad = manage("check", **env, ANTHROPIC_API_KEY="k", CHAT_MODELS='[{"id": "x"}]')
     assert bad.returncode != 0
     assert "chat.E001" in bad.stderr
+
+
+# --- production: what a deployment must say ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"],
+)
+@pytest.mark.parametrize("absence", ["unset", "empty"])
+def test_production_refuses_to_start_without_each_deployment_variable(name, absence):
+    """Production settings stop at start, naming the variable, when a deployment leaves out
+    its secret key, its host names, its database or its Redis (set to nothing, or not at
+    all), instead of a site that starts and fails later."""
+    env = {**DEPLOY_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    if absence == "unset":
+        del env[name]
+        os_environ_without = name
+    else:
+        env[name] = ""
+        os_environ_without = None
+    result = run_django("", _unset=os_environ_without, **env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert name in result.stderr.strip().splitlines()[-1]
+
+
+def test_production_refuses_sqlite_and_a_missing_redis_unless_the_site_is_one_process():
+    """Several processes cannot share SQLite, and without Redis each stream would hear only
+    its own process's answers: both are refused, unless CHAT_SINGLE_PROCESS says the site is
+    one process (the benchmark's single-process setup)."""
+    env = {**DEPLOY_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    sqlite = {**env, "DATABASE_URL": "sqlite:////tmp/chatsite-never-created.sqlite3"}
+    refused = run_django("", **sqlite)
+    assert refused.returncode != 0
+    assert "DATABASE_URL must be PostgreSQL" in refused.stderr
+
+    show = "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'])"
+    alone = run_django(show, **(sqlite | {"CHAT_SINGLE_PROCESS": "1", "REDIS_URL": ""}))
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.strip() == "django.db.backends.sqlite3"
+
+
+def test_production_trusts_its_own_host_names_over_https_for_csrf():
+    """CSRF trusted origins are the allowed hosts over HTTPS (a leading-dot host is its
+    subdomains), unless DJANGO_CSRF_TRUSTED_ORIGINS names them; X-Forwarded-Host is not
+    read (the proxy sets Host)."""
+    code = (
+        "from django.conf import settings as s\n"
+        "print(repr((s.ALLOWED_HOSTS, s.CSRF_TRUSTED_ORIGINS, s.USE_X_FORWARDED_HOST)))"
+    )
+    env = {**DEPLOY_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+
+    def hosts_and_origins(**changes: str):
+        result = run_django(code, **(env | changes))
+        assert result.returncode == 0, result.stderr
+        return ast.literal_eval(result.stdout)
+
+    assert hosts_and_origins(DJANGO_ALLOWED_HOSTS="chat.example.com,.example.org") == (
+        ["chat.example.com", ".example.org"],
+        ["https://chat.example.com", "https://*.example.org"],
+        False,
+    )
+    assert hosts_and_origins(DJANGO_CSRF_TRUSTED_ORIGINS="https://chat.example.net")[1] == [
+        "https://chat.example.net"
+    ]
+
+
+def test_static_root_follows_the_environment(tmp_path):
+    """DJANGO_STATIC_ROOT is where collectstatic writes (a deployment's code directory may
+    be read-only); by default, staticfiles/ in the project."""
+    code = "from django.conf import settings as s; print(s.STATIC_ROOT)"
+    env = {**DEPLOY_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    assert run_django(code, **env).stdout.strip() == str(ROOT / "staticfiles")
+    moved = run_django(code, **env, DJANGO_STATIC_ROOT=str(tmp_path / "static"))
+    assert moved.stdout.strip() == str(tmp_path / "static")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,9 +57,13 @@ class OpenStream:
 
 
 class ChatApi:
-    def __init__(self, base_url: str, username: str, password: str) -> None:
+    def __init__(
+        self, base_url: str, username: str, password: str, *, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        """`verify`: how HTTPS certificates are checked (a proxy with a test certificate)."""
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=30.0)
+        self.verify = verify
+        self.http = httpx.Client(base_url=base_url, timeout=30.0, verify=verify)
         tokens = self.http.post(
             "/api/v1/auth/token/", json={"username": username, "password": password}
         )
@@ -109,7 +114,7 @@ class ChatApi:
             else:
                 raise ValueError(f"resume_via must be 'header' or 'query', not {resume_via!r}")
         with (
-            httpx.Client(base_url=self.base_url, timeout=timeout) as client,
+            httpx.Client(base_url=self.base_url, timeout=timeout, verify=self.verify) as client,
             connect_sse(client, "GET", url, headers=headers) as source,
         ):
             assert source.response.status_code == 200

@@ -7,7 +7,11 @@ proxy reports it) gets HSTS, and a deployment without a TLS proxy can turn the r
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 
@@ -16,6 +20,8 @@ import jwt
 import pytest
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,6 +78,7 @@ def production_site(start_daphne, **env: str):
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         ANTHROPIC_API_KEY="",
+        CHAT_SINGLE_PROCESS="1",  # no Redis: one process on its own
         **env,
     )
 
@@ -100,3 +107,42 @@ def test_production_without_a_tls_proxy_can_serve_plain_http(start_daphne):
     assert response.status_code == 401
     assert response.json()["code"] == "not_authenticated"
     assert "strict-transport-security" not in response.headers
+
+
+def test_production_serves_hashed_static_files_compressed_and_cached_for_good(
+    start_daphne, tmp_path
+):
+    """After collectstatic into DJANGO_STATIC_ROOT, production serves each static file under
+    its hashed name, gzipped for a client that accepts it, with a ten-year immutable
+    Cache-Control (a new deploy gives changed files new names); the unhashed name is cached
+    briefly."""
+    static_root = tmp_path / "static"
+    collect = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings.production",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+            "DJANGO_STATIC_ROOT": str(static_root),
+            "CHAT_SINGLE_PROCESS": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert collect.returncode == 0, collect.stderr
+    hashed = json.loads((static_root / "staticfiles.json").read_text())["paths"]["chat/chat.css"]
+    site = production_site(start_daphne, DJANGO_STATIC_ROOT=str(static_root))
+    https = {"X-Forwarded-Proto": "https", "Accept-Encoding": "gzip"}
+
+    response = httpx.get(f"{site.url}/static/{hashed}", headers=https)
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["cache-control"] == "max-age=315360000, public, immutable"
+    assert response.text == (static_root / hashed).read_text()
+
+    plain_name = httpx.get(f"{site.url}/static/chat/chat.css", headers=https)
+    assert plain_name.status_code == 200
+    assert "immutable" not in plain_name.headers["cache-control"]
