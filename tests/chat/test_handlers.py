@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chatsite.handlers import RequestThreads
+from tests.asgi import asgi_request
 
 
 def test_requests_take_the_least_busy_thread_and_give_it_back_once():
@@ -20,37 +21,16 @@ def test_requests_take_the_least_busy_thread_and_give_it_back_once():
 
 
 def call_asgi(app, method: str, path: str) -> list[dict]:
-    """One request through the ASGI app; the messages it sent back."""
-    import asyncio
-
-    sent: list[dict] = []
-    received = []
-
-    async def receive():
-        if received:  # the client stays connected until the response is done
-            await asyncio.sleep(3600)
-        received.append(True)
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
-    asyncio.run(app(scope, receive, send))
-    return sent
+    """One JSON request through the ASGI app; the messages it sent back."""
+    return asgi_request(
+        app,
+        path,
+        method=method,
+        body=b"{}",
+        headers=[(b"content-type", b"application/json")],
+        client=("127.0.0.1", 1234),
+        server=("127.0.0.1", 80),
+    )
 
 
 def test_a_send_at_capacity_is_refused_before_django_handles_it(monkeypatch):

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from chatsite.logging import RedactTokensFilter, redact
+from tests.asgi import asgi_request
 
 # The shape of a simplejwt token: header and payload are base64url JSON objects.
 TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoic3NlIn0.c2lnbmF0dXJl-_x"
@@ -117,36 +118,9 @@ def log_lines():
 
 def asgi_get(path: str, query: bytes = b"", headers=()) -> dict[bytes, bytes]:
     """A GET through the site's ASGI application; the response's headers."""
-    import asyncio
-
     from chatsite.handlers import ChatsiteASGIHandler
 
-    sent, received = [], []
-
-    async def receive():
-        if received:
-            await asyncio.sleep(3600)
-        received.append(True)
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), *headers],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8000),
-    }
-    asyncio.run(ChatsiteASGIHandler()(scope, receive, send))
+    sent = asgi_request(ChatsiteASGIHandler(), path, query=query, headers=headers)
     return {k.lower(): v for k, v in sent[0]["headers"]} | {b":status": sent[0]["status"]}
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from chat.runs import manager
 from chatsite.handlers import ChatsiteASGIHandler
+from tests.asgi import asgi_request
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,33 +24,15 @@ def request(
     host: bytes = b"10.1.2.3:8000",  # how a load balancer probes: not one of ALLOWED_HOSTS
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     """One request through the site's ASGI application: (status, headers, body)."""
-    sent: list[dict] = []
-    received = []
-
-    async def receive():
-        if received:  # the client stays connected until the response is done
-            await asyncio.sleep(3600)
-        received.append(True)
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", host), *headers],
-        "client": client,
-        "server": ("10.1.2.3", 8000),
-    }
-    asyncio.run(ChatsiteASGIHandler()(scope, receive, send))
+    sent = asgi_request(
+        ChatsiteASGIHandler(),
+        path,
+        method=method,
+        headers=headers,
+        host=host,
+        client=client,
+        server=("10.1.2.3", 8000),
+    )
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], {k.lower(): v for k, v in start["headers"]}, body
