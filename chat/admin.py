@@ -347,22 +347,11 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="conversation", ordering="conversation__title")
     def conversation_link(self, obj: Message) -> str:
-        conversation = obj.conversation
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:chat_conversation_change", args=[conversation.pk]),
-            Truncator(str(conversation)).chars(30),
-        )
+        return opsadmin.conversation_link(obj.conversation)
 
     @admin.display(description="owner", ordering="conversation__owner__username")
     def owner_link(self, obj: Message) -> str:
-        owner = obj.conversation.owner
-        meta = owner._meta
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[owner.pk]),
-            owner.get_username(),
-        )
+        return opsadmin.user_link(obj.conversation.owner)
 
     @admin.display(description="model", ordering="model")
     def answer_model(self, obj: Message) -> str:

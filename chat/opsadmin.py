@@ -75,6 +75,14 @@ def user_link(user) -> str:
     )
 
 
+def conversation_link(conversation) -> str:
+    return format_html(
+        '<a href="{}">{}</a>',
+        reverse("admin:chat_conversation_change", args=[conversation.pk]),
+        Truncator(str(conversation)).chars(30),
+    )
+
+
 def usage_url(**filters) -> str:
     return f"{reverse('admin:chat_usage_changelist')}?{urlencode(filters)}"
 
@@ -174,12 +182,7 @@ class LiveRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="conversation")
     def conversation_link(self, obj: Message) -> str:
-        conversation = obj.conversation
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:chat_conversation_change", args=[conversation.pk]),
-            Truncator(str(conversation)).chars(30),
-        )
+        return conversation_link(obj.conversation)
 
     @admin.display(description="owner")
     def owner(self, obj: Message) -> str:
