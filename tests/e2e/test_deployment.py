@@ -126,6 +126,8 @@ def test_production_serves_hashed_static_files_compressed_and_cached_for_good(
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
             "DJANGO_STATIC_ROOT": str(static_root),
+            # Required by production settings; collectstatic never connects to it.
+            "DATABASE_URL": "postgres://chatsite@127.0.0.1:5432/chatsite",
             "CHAT_SINGLE_PROCESS": "1",
         },
         capture_output=True,
