@@ -23,9 +23,9 @@ import {
   createBubble,
   findBubble,
   insertBubble,
-  keepingScroll,
   refreshControls,
   scrollToBottom,
+  showNewExchange,
   syncHistory,
 } from "./messages.js";
 import { ACTIVE, BUDGET_EXHAUSTED, cfg, el, FINAL, state } from "./page.js";
@@ -142,20 +142,7 @@ export async function sendMessage() {
     const data = await api(cfg.messagesUrl, { method: "POST", body });
     el.input.value = "";
     autosize();
-    state.follow = true;
-    keepingScroll(() => {
-      let assistant = findBubble(data.assistant_message.id);
-      // The stream may have announced the answer first; it then keeps its newer state.
-      if (!findBubble(data.user_message.id)) {
-        insertBubble(createBubble(data.user_message), assistant);
-      }
-      if (!assistant) {
-        assistant = createBubble(data.assistant_message);
-        insertBubble(assistant);
-      } else assistant.dataset.replyTo = data.user_message.id;
-      showBranchOf(assistant);
-    });
-    scrollToBottom();
+    showNewExchange(data);
     touchSidebar(content);
   } catch (err) {
     if (err.code === BUDGET_EXHAUSTED) pauseSending(err);

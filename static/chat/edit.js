@@ -5,15 +5,10 @@
 // answer is being written (Send is off then, as the composer's is).
 
 import { api, editUrl } from "./api.js";
-import { showBranchOf } from "./branches.js";
 import {
   activeAssistant,
   bodyOf,
-  createBubble,
-  findBubble,
-  insertBubble,
-  keepingScroll,
-  scrollToBottom,
+  showNewExchange,
   syncHistory,
   textOf,
 } from "./messages.js";
@@ -88,20 +83,7 @@ async function submitEdit(bubble) {
     const url = editUrl(bubble.dataset.messageId);
     const data = await api(url, { method: "POST", body: { content } });
     stopEdit(bubble);
-    state.follow = true;
-    keepingScroll(() => {
-      let assistant = findBubble(data.assistant_message.id);
-      // The stream may have announced the answer first; it then keeps its newer state.
-      if (!findBubble(data.user_message.id)) {
-        insertBubble(createBubble(data.user_message), assistant);
-      }
-      if (!assistant) {
-        assistant = createBubble(data.assistant_message);
-        insertBubble(assistant);
-      } else assistant.dataset.replyTo = data.user_message.id;
-      showBranchOf(assistant);
-    });
-    scrollToBottom();
+    showNewExchange(data);
   } catch (err) {
     hooks.showError(err.message);
     if (err.status === 409) syncHistory();

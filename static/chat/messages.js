@@ -18,7 +18,7 @@
 // otherwise); screen readers get the answer from a polite live region.
 
 import { api } from "./api.js";
-import { shownTip, showSibling } from "./branches.js";
+import { showBranchOf, shownTip, showSibling } from "./branches.js";
 import {
   ACTIVE,
   cfg,
@@ -336,6 +336,25 @@ export function keepingScroll(mutate) {
   mutate();
   if (state.follow) scrollToBottom();
   updateJump();
+}
+
+// What a send or an edit answered (`{user_message, assistant_message}`): both bubbles, on
+// the branch shown, followed to the bottom.
+export function showNewExchange(data) {
+  state.follow = true;
+  keepingScroll(() => {
+    let assistant = findBubble(data.assistant_message.id);
+    // The stream may have announced the answer first; it then keeps its newer state.
+    if (!findBubble(data.user_message.id)) {
+      insertBubble(createBubble(data.user_message), assistant);
+    }
+    if (!assistant) {
+      assistant = createBubble(data.assistant_message);
+      insertBubble(assistant);
+    } else assistant.dataset.replyTo = data.user_message.id;
+    showBranchOf(assistant);
+  });
+  scrollToBottom();
 }
 
 // ---------------------------------------------------------------- announcements
